@@ -1,0 +1,152 @@
+//! Command-line interface. Exit status: 0 success, 1 error, 2 finished but some inputs failed.
+
+mod classify;
+mod import;
+mod info;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use scion_edge::ContractOverrides;
+use scion_edge::engine::{EngineKind, EngineOptions, Policy};
+
+/// Run scion models on the device: classify folders of images with ONNX Runtime or tract,
+/// import pretrained backbones, and inspect model cards.
+#[derive(Debug, Parser)]
+#[command(name = "scion-edge", version, about, long_about = None)]
+struct Cli {
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors; no progress bar.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify images (files, folders, globs); resumable, shardable, JSON lines or CSV.
+    Classify(classify::ClassifyArgs),
+    /// Build a pretrained backbone as a self-describing ONNX model from published weights.
+    Import(import::ImportArgs),
+    /// Show a model's card, inputs and outputs, and which engines can run it here.
+    Info(info::InfoArgs),
+}
+
+/// Engine selection flags shared by every command that runs a model.
+#[derive(Debug, Clone, Args)]
+struct EngineArgs {
+    /// Engine to use first: tensorrt, cuda, ort-cpu (alias ort) or tract. Default order:
+    /// tensorrt > cuda > ort-cpu > tract, skipping engines not compiled in.
+    #[arg(long, value_name = "NAME")]
+    engine: Option<EngineKind>,
+    /// Refuse to fall back: use the --engine (or the first of the default order) or fail.
+    #[arg(long)]
+    require: bool,
+    /// Intra-op threads of the engine (0: the engine's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Path of libonnxruntime.so (default: $ORT_DYLIB_PATH, then beside the executable).
+    #[arg(long, value_name = "FILE")]
+    ort_lib: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    fn policy(&self) -> Policy {
+        match self.engine {
+            Some(e) => Policy::prefer(e, self.require),
+            None => Policy {
+                strict: self.require,
+                ..Policy::default()
+            },
+        }
+    }
+
+    fn options(&self) -> EngineOptions {
+        EngineOptions {
+            threads: self.threads,
+            ort_library: self.ort_lib.clone(),
+        }
+    }
+}
+
+fn parse_triple(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>().map_err(|_| format!("'{s}': expected three numbers like 0.485,0.456,0.406")))
+        .collect::<Result<_, _>>()?;
+    v.try_into()
+        .map_err(|_| format!("'{s}': expected exactly three comma-separated numbers"))
+}
+
+/// The preprocessing contract for a model without a card (or to override one).
+#[derive(Debug, Clone, Args)]
+struct ContractArgs {
+    /// Labels file, one class per line, in output order.
+    #[arg(long, value_name = "FILE", help_heading = "Contract (for models without a card)")]
+    labels: Option<PathBuf>,
+    /// Square input size after the centre crop (default: from the model's input shape).
+    #[arg(long, value_name = "PX", help_heading = "Contract (for models without a card)")]
+    input_size: Option<u32>,
+    /// Resize the shorter side to this before cropping (default: input size / 0.875).
+    #[arg(long, value_name = "PX", help_heading = "Contract (for models without a card)")]
+    resize_shorter: Option<u32>,
+    /// Per-channel mean after scaling (default torchvision: 0.485,0.456,0.406).
+    #[arg(long, value_parser = parse_triple, value_name = "R,G,B", help_heading = "Contract (for models without a card)")]
+    mean: Option<[f32; 3]>,
+    /// Per-channel std (default torchvision: 0.229,0.224,0.225).
+    #[arg(long, value_parser = parse_triple, value_name = "R,G,B", help_heading = "Contract (for models without a card)")]
+    std: Option<[f32; 3]>,
+    /// Multiplier for 0..255 pixel values before mean/std (default 1/255).
+    #[arg(long, help_heading = "Contract (for models without a card)")]
+    scale: Option<f32>,
+    /// Feed channels as BGR.
+    #[arg(long, help_heading = "Contract (for models without a card)")]
+    bgr: bool,
+}
+
+impl ContractArgs {
+    fn overrides(&self) -> ContractOverrides {
+        ContractOverrides {
+            labels_file: self.labels.clone(),
+            input_size: self.input_size,
+            resize_shorter: self.resize_shorter,
+            mean: self.mean,
+            std: self.std,
+            scale: self.scale,
+            bgr: self.bgr,
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "warn,scion_edge=info,scion_onnx=info",
+        (false, 1) => "info,scion_edge=debug,scion_onnx=debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
+}
+
+/// Parse arguments and run; returns the process exit status.
+pub fn run() -> Result<i32> {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match cli.command {
+        Command::Classify(args) => classify::run(args, cli.quiet),
+        Command::Import(args) => import::run(args).map(|_| 0),
+        Command::Info(args) => info::run(args).map(|_| 0),
+    }
+}

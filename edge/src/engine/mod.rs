@@ -1,0 +1,242 @@
+//! Engines: one trait that separates "prepare once" (parse, optimise, pick a device) from
+//! "run many" (a batch of NCHW f32 in, named outputs out), and an ordered selection policy
+//! with explicit, logged fallback. The engine actually used is always reported.
+
+mod gpu;
+pub mod ort_engine;
+pub mod tract_engine;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A dense f32 tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+/// The named outputs of one run, in the model's output order.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs(pub Vec<(String, Tensor)>);
+
+impl Outputs {
+    /// The output called `name`.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+}
+
+/// The engines scion knows, in the order of the default policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    /// ONNX Runtime with the TensorRT execution provider.
+    TensorRt,
+    /// ONNX Runtime with the CUDA execution provider.
+    Cuda,
+    /// ONNX Runtime on the CPU.
+    OrtCpu,
+    /// tract, pure Rust, always available.
+    Tract,
+}
+
+impl EngineKind {
+    /// Every kind, best first.
+    pub const ALL: [EngineKind; 4] = [
+        EngineKind::TensorRt,
+        EngineKind::Cuda,
+        EngineKind::OrtCpu,
+        EngineKind::Tract,
+    ];
+
+    /// Stable name used on the command line and in outputs.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::TensorRt => "tensorrt",
+            EngineKind::Cuda => "cuda",
+            EngineKind::OrtCpu => "ort-cpu",
+            EngineKind::Tract => "tract",
+        }
+    }
+
+    /// Whether support for this engine was compiled into this binary.
+    pub fn compiled(self) -> bool {
+        match self {
+            EngineKind::TensorRt => cfg!(feature = "tensorrt"),
+            EngineKind::Cuda => cfg!(feature = "cuda"),
+            EngineKind::OrtCpu | EngineKind::Tract => true,
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tensorrt" | "trt" => Ok(EngineKind::TensorRt),
+            "cuda" => Ok(EngineKind::Cuda),
+            "ort-cpu" | "ort" | "onnxruntime" => Ok(EngineKind::OrtCpu),
+            "tract" => Ok(EngineKind::Tract),
+            other => Err(format!(
+                "unknown engine '{other}' (expected tensorrt, cuda, ort-cpu or tract)"
+            )),
+        }
+    }
+}
+
+/// Why an engine could not be prepared or run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// This binary was built without the feature the engine needs.
+    #[error("{engine}: not compiled in (rebuild scion-edge with `--features {feature}`)")]
+    NotCompiled {
+        /// The engine.
+        engine: EngineKind,
+        /// The cargo feature that enables it.
+        feature: &'static str,
+    },
+    /// The ONNX Runtime shared library could not be found or loaded.
+    #[error("ONNX Runtime library: {0}")]
+    Library(String),
+    /// The engine rejected the model.
+    #[error("{engine}: cannot prepare the model: {message}")]
+    Prepare {
+        /// The engine.
+        engine: EngineKind,
+        /// The engine's message.
+        message: String,
+    },
+    /// Inference failed.
+    #[error("{engine}: inference failed: {message}")]
+    Run {
+        /// The engine.
+        engine: EngineKind,
+        /// The engine's message.
+        message: String,
+    },
+}
+
+/// Settings shared by all engines.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Threads for intra-op parallelism; 0 lets the engine decide.
+    pub threads: usize,
+    /// Explicit path of `libonnxruntime.so` (else `ORT_DYLIB_PATH`, else beside the binary).
+    pub ort_library: Option<PathBuf>,
+}
+
+/// What an engine needs to know about a model.
+#[derive(Debug, Clone)]
+pub struct ModelSpec<'a> {
+    /// The serialized ONNX model.
+    pub bytes: &'a [u8],
+    /// The image input's name.
+    pub input: &'a str,
+    /// Output names, in graph order.
+    pub outputs: &'a [String],
+}
+
+/// A prepared model: runs batches, many times.
+pub trait Session: Send {
+    /// Which engine runs this session.
+    fn kind(&self) -> EngineKind;
+    /// Run one batch (NCHW or as the card says) through the model.
+    fn run(&mut self, input: &Tensor) -> Result<Outputs, EngineError>;
+}
+
+/// Prepare `model` on exactly the engine `kind`.
+pub fn prepare(
+    kind: EngineKind,
+    model: &ModelSpec<'_>,
+    options: &EngineOptions,
+) -> Result<Box<dyn Session>, EngineError> {
+    match kind {
+        EngineKind::Tract => Ok(Box::new(tract_engine::TractSession::prepare(model, options)?)),
+        EngineKind::OrtCpu | EngineKind::Cuda | EngineKind::TensorRt => Ok(Box::new(
+            ort_engine::OrtSession::prepare(kind, model, options)?,
+        )),
+    }
+}
+
+/// An engine that was passed over, and why.
+#[derive(Debug)]
+pub struct Fallback {
+    /// The engine tried.
+    pub engine: EngineKind,
+    /// Why it was not used.
+    pub reason: EngineError,
+}
+
+/// The result of a policy: the session and the engines passed over before it.
+pub struct Selected {
+    /// The session to run.
+    pub session: Box<dyn Session>,
+    /// Engines tried first, with the reason each was skipped.
+    pub fallbacks: Vec<Fallback>,
+}
+
+/// An ordered list of engines to try, with fallback unless strict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Engines in order of preference.
+    pub order: Vec<EngineKind>,
+    /// Refuse to fall back: the first engine or an error.
+    pub strict: bool,
+}
+
+impl Default for Policy {
+    /// `tensorrt > cuda > ort-cpu > tract`, skipping what this binary was built without.
+    fn default() -> Self {
+        Policy {
+            order: EngineKind::ALL.into_iter().filter(|k| k.compiled()).collect(),
+            strict: false,
+        }
+    }
+}
+
+impl Policy {
+    /// Prefer `engine`, then the default order; `strict` refuses any fallback.
+    pub fn prefer(engine: EngineKind, strict: bool) -> Policy {
+        let mut order = vec![engine];
+        order.extend(Policy::default().order.into_iter().filter(|k| *k != engine));
+        Policy { order, strict }
+    }
+
+    /// Prepare the model on the first engine that accepts it. Every engine passed over is
+    /// logged with its reason (a warning, except engines simply not compiled in).
+    pub fn select(&self, model: &ModelSpec<'_>, options: &EngineOptions) -> Result<Selected, EngineError> {
+        let mut fallbacks = Vec::new();
+        let candidates = if self.strict { &self.order[..1.min(self.order.len())] } else { &self.order[..] };
+        for &kind in candidates {
+            match prepare(kind, model, options) {
+                Ok(session) => {
+                    tracing::info!(engine = %kind, "engine selected");
+                    return Ok(Selected { session, fallbacks });
+                }
+                Err(reason) => {
+                    if self.strict {
+                        return Err(reason);
+                    }
+                    match reason {
+                        EngineError::NotCompiled { .. } => tracing::debug!("{reason}; trying the next engine"),
+                        _ => tracing::warn!("{reason}; trying the next engine"),
+                    }
+                    fallbacks.push(Fallback { engine: kind, reason });
+                }
+            }
+        }
+        Err(fallbacks.pop().map(|f| f.reason).unwrap_or(EngineError::Prepare {
+            engine: EngineKind::Tract,
+            message: "the engine policy is empty".into(),
+        }))
+    }
+}

@@ -1,0 +1,13 @@
+//! scion-edge: everything that runs on the device. One preprocessing function driven by the
+//! model card, engines behind one trait (ONNX Runtime, tract), post-processing, and the
+//! offline batch classifier. No training dependencies.
+
+pub mod classifier;
+pub mod classify;
+pub mod engine;
+pub mod model;
+pub mod postprocess;
+pub mod preprocess;
+
+pub use classifier::Classifier;
+pub use model::{ContractOverrides, Model};

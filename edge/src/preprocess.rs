@@ -1,0 +1,339 @@
+//! The one preprocessing function of scion: encoded image bytes to a normalised tensor,
+//! driven entirely by the model card's [`Preprocessing`] contract. Training, the service
+//! and the batch classifier all call [`preprocess_into`], so they cannot disagree.
+
+use fast_image_resize as fir;
+use scion_onnx::card::{ColorOrder, Layout, Preprocessing, Resize, ResizeFilter};
+
+/// Why an image could not be turned into a tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    /// The bytes are not a decodable image (corrupt, truncated, or another kind of file).
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    /// The image is too small or too large to process.
+    #[error("unusable image size {width}x{height}")]
+    Size {
+        /// Decoded width.
+        width: u32,
+        /// Decoded height.
+        height: u32,
+    },
+}
+
+/// Largest decoded image accepted (a decompression bomb guard): 100 megapixels.
+const MAX_PIXELS: u64 = 100_000_000;
+
+/// An 8-bit RGB image.
+#[derive(Debug, Clone)]
+pub struct RgbImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Interleaved RGB bytes, row-major.
+    pub pixels: Vec<u8>,
+}
+
+/// Number of f32 values one image becomes under `contract`.
+pub fn tensor_len(contract: &Preprocessing) -> usize {
+    let (w, h) = contract.output_size();
+    3 * w as usize * h as usize
+}
+
+/// Decode, resize, crop and normalise `bytes` into a new tensor (CHW or HWC per the card).
+pub fn preprocess(bytes: &[u8], contract: &Preprocessing) -> Result<Vec<f32>, PreprocessError> {
+    let mut out = vec![0f32; tensor_len(contract)];
+    preprocess_into(bytes, contract, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`preprocess`], writing into `out` (one image's slot of a batch buffer), so the
+/// batch classifier never copies tensors.
+pub fn preprocess_into(
+    bytes: &[u8],
+    contract: &Preprocessing,
+    out: &mut [f32],
+) -> Result<(), PreprocessError> {
+    let target = decode_target(contract);
+    let image = decode_rgb(bytes, Some(target))?;
+    let resized = resize_and_crop(&image, contract)?;
+    normalise(&resized, contract, out);
+    Ok(())
+}
+
+/// The smallest decoded size that still lets the resize step only shrink: JPEGs larger than
+/// this can be decoded at 1/2, 1/4 or 1/8 scale, which is most of the decode cost saved.
+fn decode_target(contract: &Preprocessing) -> DecodeTarget {
+    match contract.resize {
+        Resize::ShorterSide { size } => DecodeTarget::ShorterSide(size),
+        Resize::Exact { width, height } => DecodeTarget::Both(width, height),
+    }
+}
+
+/// What the caller will resize to, so the decoder may skip detail it would throw away.
+#[derive(Debug, Clone, Copy)]
+pub enum DecodeTarget {
+    /// The shorter side will become this long.
+    ShorterSide(u32),
+    /// The image will become `width` x `height`.
+    Both(u32, u32),
+}
+
+fn check_size(width: u32, height: u32) -> Result<(), PreprocessError> {
+    if width == 0 || height == 0 || width as u64 * height as u64 > MAX_PIXELS {
+        return Err(PreprocessError::Size { width, height });
+    }
+    Ok(())
+}
+
+/// Decode any supported format to RGB8. JPEGs much larger than needed are decoded with
+/// DCT scaling.
+pub fn decode_rgb(bytes: &[u8], target: Option<DecodeTarget>) -> Result<RgbImage, PreprocessError> {
+    if bytes.starts_with(&[0xff, 0xd8, 0xff])
+        && let Some(target) = target
+        && let Some(img) = decode_jpeg_scaled(bytes, target)?
+    {
+        return Ok(img);
+    }
+    let format = image::guess_format(bytes).map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 4);
+    reader.limits(limits);
+    let decoded = reader
+        .decode()
+        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let rgb = decoded.into_rgb8();
+    let (width, height) = rgb.dimensions();
+    check_size(width, height)?;
+    Ok(RgbImage {
+        width,
+        height,
+        pixels: rgb.into_raw(),
+    })
+}
+
+/// Returns `Ok(None)` when scaling would not help (the image is not at least twice the
+/// needed size), so the faster full-size decoder is used instead.
+fn decode_jpeg_scaled(bytes: &[u8], target: DecodeTarget) -> Result<Option<RgbImage>, PreprocessError> {
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder
+        .read_info()
+        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let Some(info) = decoder.info() else {
+        return Ok(None);
+    };
+    let (w, h) = (info.width as u32, info.height as u32);
+    check_size(w, h)?;
+    let (need_w, need_h) = match target {
+        DecodeTarget::ShorterSide(size) => {
+            let short = w.min(h) as u64;
+            (
+                (w as u64 * size as u64).div_ceil(short) as u32,
+                (h as u64 * size as u64).div_ceil(short) as u32,
+            )
+        }
+        DecodeTarget::Both(tw, th) => (tw, th),
+    };
+    if w < need_w * 2 || h < need_h * 2 {
+        return Ok(None);
+    }
+    let (sw, sh) = decoder
+        .scale(need_w.min(u16::MAX as u32) as u16, need_h.min(u16::MAX as u32) as u16)
+        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let data = decoder
+        .decode()
+        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let (sw, sh) = (sw as u32, sh as u32);
+    let n = sw as usize * sh as usize;
+    let info = decoder.info().ok_or_else(|| PreprocessError::Decode("no frame".into()))?;
+    let pixels = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => data,
+        jpeg_decoder::PixelFormat::L8 => data.iter().flat_map(|&g| [g, g, g]).collect(),
+        jpeg_decoder::PixelFormat::L16 => data
+            .chunks_exact(2)
+            .flat_map(|c| {
+                let g = c[0];
+                [g, g, g]
+            })
+            .collect(),
+        jpeg_decoder::PixelFormat::CMYK32 => data
+            .chunks_exact(4)
+            .flat_map(|p| {
+                let k = p[3] as u16;
+                let conv = |c: u8| ((c as u16 * k) / 255) as u8;
+                [conv(p[0]), conv(p[1]), conv(p[2])]
+            })
+            .collect(),
+    };
+    if pixels.len() < n * 3 {
+        return Err(PreprocessError::Decode("short pixel data".into()));
+    }
+    Ok(Some(RgbImage {
+        width: sw,
+        height: sh,
+        pixels,
+    }))
+}
+
+/// Resize per the contract and centre-crop, in one pass: only the source region that
+/// survives the crop is resampled.
+fn resize_and_crop(image: &RgbImage, contract: &Preprocessing) -> Result<RgbImage, PreprocessError> {
+    let (w, h) = (image.width as f64, image.height as f64);
+    // Size of the full resized image (torchvision's rounding: the longer side truncates).
+    let (rw, rh) = match contract.resize {
+        Resize::ShorterSide { size } => {
+            let s = size as f64;
+            if w <= h {
+                (s, (s * h / w).floor().max(1.0))
+            } else {
+                ((s * w / h).floor().max(1.0), s)
+            }
+        }
+        Resize::Exact { width, height } => (width as f64, height as f64),
+    };
+    let (cw, ch) = match contract.crop {
+        Some([cw, ch]) => (cw as f64, ch as f64),
+        None => (rw, rh),
+    };
+    if cw > rw || ch > rh {
+        return Err(PreprocessError::Size {
+            width: image.width,
+            height: image.height,
+        });
+    }
+    // Crop box in resized coordinates, then mapped back to source coordinates.
+    let left = ((rw - cw) / 2.0).round();
+    let top = ((rh - ch) / 2.0).round();
+    let (sx, sy) = (w / rw, h / rh);
+    let src = fir::images::ImageRef::new(image.width, image.height, &image.pixels, fir::PixelType::U8x3)
+        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let mut dst = fir::images::Image::new(cw as u32, ch as u32, fir::PixelType::U8x3);
+    let alg = match contract.filter {
+        ResizeFilter::Nearest => fir::ResizeAlg::Nearest,
+        ResizeFilter::Bilinear => fir::ResizeAlg::Convolution(fir::FilterType::Bilinear),
+        ResizeFilter::Bicubic => fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom),
+        ResizeFilter::Lanczos3 => fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3),
+    };
+    let options = fir::ResizeOptions::new()
+        .resize_alg(alg)
+        .crop(left * sx, top * sy, cw * sx, ch * sy);
+    RESIZER.with_borrow_mut(|r| r.resize(&src, &mut dst, &options))
+        .map_err(|e| PreprocessError::Decode(format!("resize: {e}")))?;
+    Ok(RgbImage {
+        width: cw as u32,
+        height: ch as u32,
+        pixels: dst.into_vec(),
+    })
+}
+
+thread_local! {
+    /// The resizer keeps scratch buffers; one per decode thread avoids reallocating them.
+    static RESIZER: std::cell::RefCell<fir::Resizer> = std::cell::RefCell::new(fir::Resizer::new());
+}
+
+/// `(x * scale - mean) / std` per channel through a 256-entry table, in the card's channel
+/// order and layout.
+fn normalise(image: &RgbImage, contract: &Preprocessing, out: &mut [f32]) {
+    let mut lut = [[0f32; 256]; 3];
+    for (c, table) in lut.iter_mut().enumerate() {
+        for (v, slot) in table.iter_mut().enumerate() {
+            *slot = (v as f32 * contract.scale - contract.mean[c]) / contract.std[c];
+        }
+    }
+    // Output channel c reads source (RGB) channel src[c].
+    let src = match contract.color {
+        ColorOrder::Rgb => [0, 1, 2],
+        ColorOrder::Bgr => [2, 1, 0],
+    };
+    let plane = image.width as usize * image.height as usize;
+    let out = &mut out[..plane * 3];
+    match contract.layout {
+        Layout::Nchw => {
+            let (r, rest) = out.split_at_mut(plane);
+            let (g, b) = rest.split_at_mut(plane);
+            for (i, px) in image.pixels.chunks_exact(3).enumerate() {
+                r[i] = lut[0][px[src[0]] as usize];
+                g[i] = lut[1][px[src[1]] as usize];
+                b[i] = lut[2][px[src[2]] as usize];
+            }
+        }
+        Layout::Nhwc => {
+            for (o, px) in out.chunks_exact_mut(3).zip(image.pixels.chunks_exact(3)) {
+                for c in 0..3 {
+                    o[c] = lut[c][px[src[c]] as usize];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contract() -> Preprocessing {
+        Preprocessing {
+            color: ColorOrder::Rgb,
+            resize: Resize::ShorterSide { size: 8 },
+            filter: ResizeFilter::Bilinear,
+            crop: Some([4, 4]),
+            scale: 1.0,
+            mean: [127.0; 3],
+            std: [128.0; 3],
+            layout: Layout::Nchw,
+        }
+    }
+
+    fn png(width: u32, height: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb(f(x, y)));
+        let mut bytes = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .expect("encode png");
+        bytes
+    }
+
+    #[test]
+    fn constant_image_normalises_exactly_per_channel() {
+        let bytes = png(16, 12, |_, _| [255, 127, 0]);
+        let t = preprocess(&bytes, &contract()).expect("preprocess");
+        assert_eq!(t.len(), 3 * 16);
+        assert!(t[..16].iter().all(|v| *v == 1.0));
+        assert!(t[16..32].iter().all(|v| *v == 0.0));
+        assert!(t[32..].iter().all(|v| *v == -127.0 / 128.0));
+    }
+
+    #[test]
+    fn bgr_swaps_channels_and_nhwc_interleaves() {
+        let bytes = png(8, 8, |_, _| [255, 127, 0]);
+        let mut c = contract();
+        c.color = ColorOrder::Bgr;
+        c.layout = Layout::Nhwc;
+        let t = preprocess(&bytes, &c).expect("preprocess");
+        assert_eq!(&t[..3], &[-127.0 / 128.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn centre_crop_keeps_the_middle() {
+        // Left half black, right half white, 16x8 -> shorter side 8 keeps 16x8 -> crop 4x4
+        // from the middle: left two columns black, right two white.
+        let bytes = png(16, 8, |x, _| if x < 8 { [0; 3] } else { [255; 3] });
+        let mut c = contract();
+        c.scale = 1.0;
+        c.mean = [0.0; 3];
+        c.std = [1.0; 3];
+        let t = preprocess(&bytes, &c).expect("preprocess");
+        let row: Vec<f32> = t[..4].to_vec();
+        assert_eq!(row, vec![0.0, 0.0, 255.0, 255.0]);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        let err = preprocess(b"this is not an image", &contract()).expect_err("garbage");
+        assert!(matches!(err, PreprocessError::Decode(_)), "{err}");
+        let mut truncated = png(32, 32, |x, y| [x as u8, y as u8, 0]);
+        truncated.truncate(truncated.len() / 2);
+        assert!(preprocess(&truncated, &contract()).is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! Graph edits as patches applied to a model (the tract way): each patch is a value that
+//! says what it does, so a pipeline of edits can be logged, tested and replayed.
+
+use std::collections::HashSet;
+
+use crate::pb::{GraphProto, ModelProto, ValueInfoProto, tensor_shape_proto, type_proto};
+use crate::{Error, Result, graph};
+
+/// One edit of a model's graph.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Patch {
+    /// Keep only what is needed to compute `outputs`, which become the graph outputs.
+    CutAt {
+        /// Tensors that become the outputs, in order.
+        outputs: Vec<String>,
+    },
+    /// Expose an intermediate tensor as an extra graph output.
+    AddOutput {
+        /// The tensor to expose.
+        tensor: String,
+    },
+    /// Make the first dimension of every input and output symbolic, so any batch size runs.
+    DynamicBatch {
+        /// Name of the symbolic dimension, e.g. `batch`.
+        symbol: String,
+    },
+    /// Rename a graph input and every reference to it.
+    RenameInput {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+    /// Rename a graph output and every reference to it.
+    RenameOutput {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+}
+
+impl Patch {
+    /// Apply this patch to `model`. On error the model is left unchanged.
+    pub fn apply(&self, model: &mut ModelProto) -> Result<()> {
+        let graph = model
+            .graph
+            .as_mut()
+            .ok_or_else(|| Error::Graph("the model has no graph".into()))?;
+        let mut edited = graph.clone();
+        match self {
+            Patch::CutAt { outputs } => cut_at(&mut edited, outputs)?,
+            Patch::AddOutput { tensor } => add_output(&mut edited, tensor)?,
+            Patch::DynamicBatch { symbol } => dynamic_batch(&mut edited, symbol),
+            Patch::RenameInput { from, to } => {
+                require(edited.input.iter().any(|i| &i.name == from), "input", from)?;
+                rename_tensor(&mut edited, from, to)?
+            }
+            Patch::RenameOutput { from, to } => {
+                require(edited.output.iter().any(|o| &o.name == from), "output", from)?;
+                rename_tensor(&mut edited, from, to)?
+            }
+        }
+        graph::topological_order(&edited)?;
+        *graph = edited;
+        Ok(())
+    }
+}
+
+/// Apply patches in order; stops at the first failure.
+pub fn apply_all(model: &mut ModelProto, patches: &[Patch]) -> Result<()> {
+    patches.iter().try_for_each(|p| p.apply(model))
+}
+
+fn require(found: bool, what: &str, name: &str) -> Result<()> {
+    if found {
+        Ok(())
+    } else {
+        Err(Error::Graph(format!("the graph has no {what} named '{name}'")))
+    }
+}
+
+fn known_value_info(graph: &GraphProto, tensor: &str) -> Option<ValueInfoProto> {
+    graph
+        .output
+        .iter()
+        .chain(graph.value_info.iter())
+        .chain(graph.input.iter())
+        .find(|v| v.name == tensor)
+        .cloned()
+}
+
+fn untyped_f32(tensor: &str) -> ValueInfoProto {
+    ValueInfoProto {
+        name: tensor.into(),
+        r#type: Some(crate::pb::TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: crate::pb::tensor_proto::DataType::Float as i32,
+                shape: None,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn cut_at(graph: &mut GraphProto, outputs: &[String]) -> Result<()> {
+    if outputs.is_empty() {
+        return Err(Error::Graph("cut: no output tensors given".into()));
+    }
+    let producer = graph::producers(graph);
+    let sources = graph::source_tensors(graph);
+    let mut needed_nodes = HashSet::new();
+    let mut needed_tensors: HashSet<String> = HashSet::new();
+    let mut stack: Vec<String> = Vec::new();
+    for o in outputs {
+        if !producer.contains_key(o.as_str()) && !sources.contains(o.as_str()) {
+            return Err(Error::Graph(format!("cut: no tensor named '{o}' in the graph")));
+        }
+        stack.push(o.clone());
+    }
+    while let Some(t) = stack.pop() {
+        if !needed_tensors.insert(t.clone()) {
+            continue;
+        }
+        if let Some(&p) = producer.get(t.as_str())
+            && needed_nodes.insert(p)
+        {
+            stack.extend(graph.node[p].input.iter().filter(|s| !s.is_empty()).cloned());
+        }
+    }
+    let new_outputs: Vec<ValueInfoProto> = outputs
+        .iter()
+        .map(|o| known_value_info(graph, o).unwrap_or_else(|| untyped_f32(o)))
+        .collect();
+    let mut index = 0;
+    graph.node.retain(|_| {
+        index += 1;
+        needed_nodes.contains(&(index - 1))
+    });
+    graph.initializer.retain(|t| needed_tensors.contains(&t.name));
+    graph.input.retain(|i| needed_tensors.contains(&i.name));
+    graph.value_info.retain(|v| needed_tensors.contains(&v.name));
+    graph.output = new_outputs;
+    Ok(())
+}
+
+fn add_output(graph: &mut GraphProto, tensor: &str) -> Result<()> {
+    if graph.output.iter().any(|o| o.name == tensor) {
+        return Ok(());
+    }
+    let exists = graph::producers(graph).contains_key(tensor)
+        || graph::source_tensors(graph).contains(tensor);
+    require(exists, "tensor", tensor)?;
+    let info = graph
+        .value_info
+        .iter()
+        .find(|v| v.name == tensor)
+        .cloned()
+        .unwrap_or_else(|| untyped_f32(tensor));
+    graph.output.push(info);
+    Ok(())
+}
+
+fn dynamic_batch(graph: &mut GraphProto, symbol: &str) {
+    use tensor_shape_proto::dimension::Value;
+    let initializers: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let set_first_dim = |v: &mut ValueInfoProto| {
+        if let Some(type_proto::Value::TensorType(t)) =
+            v.r#type.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(first) = t.shape.as_mut().and_then(|s| s.dim.first_mut())
+        {
+            first.value = Some(Value::DimParam(symbol.into()));
+        }
+    };
+    graph
+        .input
+        .iter_mut()
+        .filter(|i| !initializers.contains(&i.name))
+        .for_each(set_first_dim);
+    graph.output.iter_mut().for_each(set_first_dim);
+    // Intermediate shapes recorded with a fixed batch would contradict the new inputs.
+    graph.value_info.clear();
+}
+
+fn rename_tensor(graph: &mut GraphProto, from: &str, to: &str) -> Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    let taken = graph::producers(graph).contains_key(to) || graph::source_tensors(graph).contains(to);
+    if taken {
+        return Err(Error::Graph(format!("rename: '{to}' is already a tensor of the graph")));
+    }
+    let swap = |s: &mut String| {
+        if s == from {
+            *s = to.to_string();
+        }
+    };
+    for n in &mut graph.node {
+        n.input.iter_mut().for_each(swap);
+        n.output.iter_mut().for_each(swap);
+    }
+    for v in graph
+        .input
+        .iter_mut()
+        .chain(graph.output.iter_mut())
+        .chain(graph.value_info.iter_mut())
+    {
+        swap(&mut v.name);
+    }
+    graph.initializer.iter_mut().for_each(|t| swap(&mut t.name));
+    Ok(())
+}
+
