@@ -28,20 +28,11 @@ impl Classifier {
         &self.card
     }
 
-    /// Input tensor shape for a batch of `n` images.
-    pub fn input_shape(&self, n: usize) -> Vec<usize> {
-        let (w, h) = self.card.preprocessing.output_size();
-        match self.card.preprocessing.layout {
-            scion_onnx::card::Layout::Nchw => vec![n, 3, h as usize, w as usize],
-            scion_onnx::card::Layout::Nhwc => vec![n, h as usize, w as usize, 3],
-        }
-    }
-
     /// Probabilities for each of the `n` images in `batch` (their tensors back to back):
     /// the model's probs output when the card names one, else softmax of its logits.
     pub fn probabilities(&mut self, batch: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>, EngineError> {
         let input = Tensor {
-            shape: self.input_shape(n),
+            shape: self.card.preprocessing.input_shape(n),
             data: batch,
         };
         let outputs = self.session.run(&input)?;

@@ -133,6 +133,7 @@ impl Model {
             bytes: &self.bytes,
             input: &self.card.tensors.input,
             outputs: &self.outputs,
+            input_shape: self.card.preprocessing.input_shape(1),
         }
     }
 }

@@ -120,6 +120,15 @@ impl Preprocessing {
         }
     }
 
+    /// Shape of the input tensor for a batch of `n` images.
+    pub fn input_shape(&self, n: usize) -> Vec<usize> {
+        let (w, h) = self.output_size();
+        match self.layout {
+            Layout::Nchw => vec![n, 3, h as usize, w as usize],
+            Layout::Nhwc => vec![n, h as usize, w as usize, 3],
+        }
+    }
+
     /// Check the contract for values that cannot work.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Card(format!("preprocessing: {m}")));

