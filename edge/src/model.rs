@@ -91,7 +91,11 @@ impl Model {
     }
 
     /// Build from bytes already read.
-    pub fn from_bytes(path: &Path, bytes: Vec<u8>, overrides: &ContractOverrides) -> Result<Model, ModelError> {
+    pub fn from_bytes(
+        path: &Path,
+        bytes: Vec<u8>,
+        overrides: &ContractOverrides,
+    ) -> Result<Model, ModelError> {
         let proto = io::decode(&bytes).map_err(|e| match e {
             scion_onnx::Error::Malformed { reason, .. } => scion_onnx::Error::Malformed {
                 path: path.into(),
@@ -157,7 +161,11 @@ fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
     Ok(labels)
 }
 
-fn apply_overrides(mut card: ModelCard, o: &ContractOverrides, _path: &Path) -> Result<ModelCard, ModelError> {
+fn apply_overrides(
+    mut card: ModelCard,
+    o: &ContractOverrides,
+    _path: &Path,
+) -> Result<ModelCard, ModelError> {
     let p = &mut card.preprocessing;
     if let Some(size) = o.input_size {
         p.crop = Some([size, size]);
@@ -185,7 +193,11 @@ fn apply_overrides(mut card: ModelCard, o: &ContractOverrides, _path: &Path) -> 
 
 /// A card for a model that has none: input and first output from the graph, the rest from
 /// flags with ImageNet/torchvision defaults.
-fn card_from_flags(proto: &ModelProto, o: &ContractOverrides, path: &Path) -> Result<ModelCard, ModelError> {
+fn card_from_flags(
+    proto: &ModelProto,
+    o: &ContractOverrides,
+    path: &Path,
+) -> Result<ModelCard, ModelError> {
     let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Contract {
         path: path.into(),
         message: "no graph".into(),
@@ -225,9 +237,15 @@ fn card_from_flags(proto: &ModelProto, o: &ContractOverrides, path: &Path) -> Re
             .unwrap_or_default(),
         labels,
         preprocessing: Preprocessing {
-            color: if o.bgr { ColorOrder::Bgr } else { ColorOrder::Rgb },
+            color: if o.bgr {
+                ColorOrder::Bgr
+            } else {
+                ColorOrder::Rgb
+            },
             resize: Resize::ShorterSide {
-                size: o.resize_shorter.unwrap_or((size as f32 / 0.875).round() as u32),
+                size: o
+                    .resize_shorter
+                    .unwrap_or((size as f32 / 0.875).round() as u32),
             },
             filter: ResizeFilter::Bilinear,
             crop: Some([size, size]),

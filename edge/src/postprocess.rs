@@ -28,7 +28,10 @@ pub fn top_k(probs: &[f32], labels: &[String], k: usize) -> Vec<Ranked> {
     idx.into_iter()
         .take(k)
         .map(|i| Ranked {
-            label: labels.get(i).cloned().unwrap_or_else(|| format!("class {i}")),
+            label: labels
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class {i}")),
             index: i,
             prob: probs[i],
         })

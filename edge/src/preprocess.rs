@@ -90,6 +90,9 @@ fn check_size(width: u32, height: u32) -> Result<(), PreprocessError> {
 /// Decode any supported format to RGB8. JPEGs much larger than needed are decoded with
 /// DCT scaling.
 pub fn decode_rgb(bytes: &[u8], target: Option<DecodeTarget>) -> Result<RgbImage, PreprocessError> {
+    if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        check_jpeg_complete(bytes)?;
+    }
     if bytes.starts_with(&[0xff, 0xd8, 0xff])
         && let Some(target) = target
         && let Some(img) = decode_jpeg_scaled(bytes, target)?
@@ -114,9 +117,47 @@ pub fn decode_rgb(bytes: &[u8], target: Option<DecodeTarget>) -> Result<RgbImage
     })
 }
 
+/// JPEG decoders fill a truncated scan with grey and report success; a cut-off photo must
+/// be an error instead. Walk the marker segments to the first start-of-scan, then require an
+/// end-of-image marker after it: entropy-coded data never holds an unstuffed `FF D9`, and
+/// embedded EXIF thumbnails (with their own `FF D9`) sit before the scan, so neither fools it.
+fn check_jpeg_complete(bytes: &[u8]) -> Result<(), PreprocessError> {
+    let truncated =
+        || PreprocessError::Decode("truncated JPEG: no end-of-image marker after the scan".into());
+    let mut pos = 2;
+    loop {
+        // Skip fill bytes, then read the marker.
+        while bytes.get(pos) == Some(&0xff) && bytes.get(pos + 1) == Some(&0xff) {
+            pos += 1;
+        }
+        let (Some(&0xff), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
+            return Err(truncated());
+        };
+        pos += 2;
+        if marker == 0xda {
+            break;
+        }
+        if (0xd0..=0xd9).contains(&marker) || marker == 0x01 {
+            continue;
+        }
+        let len = match (bytes.get(pos), bytes.get(pos + 1)) {
+            (Some(&hi), Some(&lo)) => u16::from_be_bytes([hi, lo]) as usize,
+            _ => return Err(truncated()),
+        };
+        pos += len;
+    }
+    match bytes.get(pos..) {
+        Some(scan) if scan.windows(2).rev().any(|w| w == [0xff, 0xd9]) => Ok(()),
+        _ => Err(truncated()),
+    }
+}
+
 /// Returns `Ok(None)` when scaling would not help (the image is not at least twice the
 /// needed size), so the faster full-size decoder is used instead.
-fn decode_jpeg_scaled(bytes: &[u8], target: DecodeTarget) -> Result<Option<RgbImage>, PreprocessError> {
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    target: DecodeTarget,
+) -> Result<Option<RgbImage>, PreprocessError> {
     let mut decoder = jpeg_decoder::Decoder::new(bytes);
     decoder
         .read_info()
@@ -140,14 +181,19 @@ fn decode_jpeg_scaled(bytes: &[u8], target: DecodeTarget) -> Result<Option<RgbIm
         return Ok(None);
     }
     let (sw, sh) = decoder
-        .scale(need_w.min(u16::MAX as u32) as u16, need_h.min(u16::MAX as u32) as u16)
+        .scale(
+            need_w.min(u16::MAX as u32) as u16,
+            need_h.min(u16::MAX as u32) as u16,
+        )
         .map_err(|e| PreprocessError::Decode(e.to_string()))?;
     let data = decoder
         .decode()
         .map_err(|e| PreprocessError::Decode(e.to_string()))?;
     let (sw, sh) = (sw as u32, sh as u32);
     let n = sw as usize * sh as usize;
-    let info = decoder.info().ok_or_else(|| PreprocessError::Decode("no frame".into()))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| PreprocessError::Decode("no frame".into()))?;
     let pixels = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => data,
         jpeg_decoder::PixelFormat::L8 => data.iter().flat_map(|&g| [g, g, g]).collect(),
@@ -179,7 +225,10 @@ fn decode_jpeg_scaled(bytes: &[u8], target: DecodeTarget) -> Result<Option<RgbIm
 
 /// Resize per the contract and centre-crop, in one pass: only the source region that
 /// survives the crop is resampled.
-fn resize_and_crop(image: &RgbImage, contract: &Preprocessing) -> Result<RgbImage, PreprocessError> {
+fn resize_and_crop(
+    image: &RgbImage,
+    contract: &Preprocessing,
+) -> Result<RgbImage, PreprocessError> {
     let (w, h) = (image.width as f64, image.height as f64);
     // Size of the full resized image (torchvision's rounding: the longer side truncates).
     let (rw, rh) = match contract.resize {
@@ -207,8 +256,13 @@ fn resize_and_crop(image: &RgbImage, contract: &Preprocessing) -> Result<RgbImag
     let left = ((rw - cw) / 2.0).round();
     let top = ((rh - ch) / 2.0).round();
     let (sx, sy) = (w / rw, h / rh);
-    let src = fir::images::ImageRef::new(image.width, image.height, &image.pixels, fir::PixelType::U8x3)
-        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let src = fir::images::ImageRef::new(
+        image.width,
+        image.height,
+        &image.pixels,
+        fir::PixelType::U8x3,
+    )
+    .map_err(|e| PreprocessError::Decode(e.to_string()))?;
     let mut dst = fir::images::Image::new(cw as u32, ch as u32, fir::PixelType::U8x3);
     let alg = match contract.filter {
         ResizeFilter::Nearest => fir::ResizeAlg::Nearest,
@@ -216,10 +270,12 @@ fn resize_and_crop(image: &RgbImage, contract: &Preprocessing) -> Result<RgbImag
         ResizeFilter::Bicubic => fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom),
         ResizeFilter::Lanczos3 => fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3),
     };
-    let options = fir::ResizeOptions::new()
-        .resize_alg(alg)
-        .crop(left * sx, top * sy, cw * sx, ch * sy);
-    RESIZER.with_borrow_mut(|r| r.resize(&src, &mut dst, &options))
+    let options =
+        fir::ResizeOptions::new()
+            .resize_alg(alg)
+            .crop(left * sx, top * sy, cw * sx, ch * sy);
+    RESIZER
+        .with_borrow_mut(|r| r.resize(&src, &mut dst, &options))
         .map_err(|e| PreprocessError::Decode(format!("resize: {e}")))?;
     Ok(RgbImage {
         width: cw as u32,
@@ -289,8 +345,11 @@ mod tests {
     fn png(width: u32, height: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
         let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb(f(x, y)));
         let mut bytes = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-            .expect("encode png");
+        img.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .expect("encode png");
         bytes
     }
 
@@ -326,6 +385,29 @@ mod tests {
         let t = preprocess(&bytes, &c).expect("preprocess");
         let row: Vec<f32> = t[..4].to_vec();
         assert_eq!(row, vec![0.0, 0.0, 255.0, 255.0]);
+    }
+
+    #[test]
+    fn truncated_jpeg_is_an_error_not_a_grey_image() {
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 7]));
+        let mut jpeg = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .expect("encode jpeg");
+        assert!(preprocess(&jpeg, &contract()).is_ok());
+        for cut in [jpeg.len() - 2, jpeg.len() * 2 / 3, 30] {
+            let err = preprocess(&jpeg[..cut], &contract()).expect_err("truncated");
+            assert!(err.to_string().contains("truncated"), "{cut}: {err}");
+        }
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"camera maker's trailer");
+        assert!(
+            preprocess(&trailing, &contract()).is_ok(),
+            "data after the end marker is fine"
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use crate::pb::{
     AttributeProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto, tensor_proto,
-    tensor_shape_proto, type_proto,
+    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto, tensor_proto, tensor_shape_proto,
+    type_proto,
 };
 
 /// ONNX IR version written by scion (IR 8 pairs with opset 13..18 in every runtime we target).

@@ -237,8 +237,7 @@ impl ModelCard {
                 "version {version} is newer than this build understands ({CARD_VERSION}); upgrade scion"
             )));
         }
-        let card: ModelCard =
-            serde_json::from_str(json).map_err(|e| Error::Card(e.to_string()))?;
+        let card: ModelCard = serde_json::from_str(json).map_err(|e| Error::Card(e.to_string()))?;
         card.validate()?;
         Ok(card)
     }
@@ -250,7 +249,9 @@ impl ModelCard {
             return Err(Error::Card("no input tensor name".into()));
         }
         if self.tensors.logits.is_none() && self.tensors.probs.is_none() {
-            return Err(Error::Card("neither a logits nor a probs tensor is named".into()));
+            return Err(Error::Card(
+                "neither a logits nor a probs tensor is named".into(),
+            ));
         }
         Ok(())
     }
@@ -268,17 +269,24 @@ impl ModelCard {
                 self.tensors.input
             )));
         }
-        for name in [&self.tensors.logits, &self.tensors.probs, &self.tensors.features]
-            .into_iter()
-            .flatten()
+        for name in [
+            &self.tensors.logits,
+            &self.tensors.probs,
+            &self.tensors.features,
+        ]
+        .into_iter()
+        .flatten()
         {
             let Some(out) = graph.output.iter().find(|o| &o.name == name) else {
-                return Err(Error::Card(format!("output '{name}' is not a graph output")));
+                return Err(Error::Card(format!(
+                    "output '{name}' is not a graph output"
+                )));
             };
-            let is_class_output =
-                Some(name) == self.tensors.logits.as_ref() || Some(name) == self.tensors.probs.as_ref();
+            let is_class_output = Some(name) == self.tensors.logits.as_ref()
+                || Some(name) == self.tensors.probs.as_ref();
             if is_class_output
-                && let Some(Some(classes)) = crate::graph::value_shape(out).and_then(|s| s.last().copied())
+                && let Some(Some(classes)) =
+                    crate::graph::value_shape(out).and_then(|s| s.last().copied())
                 && classes as usize != self.labels.len()
             {
                 return Err(Error::Card(format!(

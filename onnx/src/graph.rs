@@ -136,7 +136,9 @@ const POOLING_OPS: &[&str] = &[
     "Squeeze",
     "AveragePool",
 ];
-const PASS_THROUGH_OPS: &[&str] = &["Add", "Softmax", "Identity", "Reshape", "Flatten", "Squeeze"];
+const PASS_THROUGH_OPS: &[&str] = &[
+    "Add", "Softmax", "Identity", "Reshape", "Flatten", "Squeeze",
+];
 
 /// Find the penultimate feature tensor: the input of the last Gemm/MatMul whose result
 /// reaches a graph output (through at most a bias Add, Softmax, Identity or reshape),

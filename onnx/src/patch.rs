@@ -57,7 +57,11 @@ impl Patch {
                 rename_tensor(&mut edited, from, to)?
             }
             Patch::RenameOutput { from, to } => {
-                require(edited.output.iter().any(|o| &o.name == from), "output", from)?;
+                require(
+                    edited.output.iter().any(|o| &o.name == from),
+                    "output",
+                    from,
+                )?;
                 rename_tensor(&mut edited, from, to)?
             }
         }
@@ -76,7 +80,9 @@ fn require(found: bool, what: &str, name: &str) -> Result<()> {
     if found {
         Ok(())
     } else {
-        Err(Error::Graph(format!("the graph has no {what} named '{name}'")))
+        Err(Error::Graph(format!(
+            "the graph has no {what} named '{name}'"
+        )))
     }
 }
 
@@ -115,7 +121,9 @@ fn cut_at(graph: &mut GraphProto, outputs: &[String]) -> Result<()> {
     let mut stack: Vec<String> = Vec::new();
     for o in outputs {
         if !producer.contains_key(o.as_str()) && !sources.contains(o.as_str()) {
-            return Err(Error::Graph(format!("cut: no tensor named '{o}' in the graph")));
+            return Err(Error::Graph(format!(
+                "cut: no tensor named '{o}' in the graph"
+            )));
         }
         stack.push(o.clone());
     }
@@ -126,7 +134,13 @@ fn cut_at(graph: &mut GraphProto, outputs: &[String]) -> Result<()> {
         if let Some(&p) = producer.get(t.as_str())
             && needed_nodes.insert(p)
         {
-            stack.extend(graph.node[p].input.iter().filter(|s| !s.is_empty()).cloned());
+            stack.extend(
+                graph.node[p]
+                    .input
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned(),
+            );
         }
     }
     let new_outputs: Vec<ValueInfoProto> = outputs
@@ -138,9 +152,13 @@ fn cut_at(graph: &mut GraphProto, outputs: &[String]) -> Result<()> {
         index += 1;
         needed_nodes.contains(&(index - 1))
     });
-    graph.initializer.retain(|t| needed_tensors.contains(&t.name));
+    graph
+        .initializer
+        .retain(|t| needed_tensors.contains(&t.name));
     graph.input.retain(|i| needed_tensors.contains(&i.name));
-    graph.value_info.retain(|v| needed_tensors.contains(&v.name));
+    graph
+        .value_info
+        .retain(|v| needed_tensors.contains(&v.name));
     graph.output = new_outputs;
     Ok(())
 }
@@ -187,9 +205,12 @@ fn rename_tensor(graph: &mut GraphProto, from: &str, to: &str) -> Result<()> {
     if from == to {
         return Ok(());
     }
-    let taken = graph::producers(graph).contains_key(to) || graph::source_tensors(graph).contains(to);
+    let taken =
+        graph::producers(graph).contains_key(to) || graph::source_tensors(graph).contains(to);
     if taken {
-        return Err(Error::Graph(format!("rename: '{to}' is already a tensor of the graph")));
+        return Err(Error::Graph(format!(
+            "rename: '{to}' is already a tensor of the graph"
+        )));
     }
     let swap = |s: &mut String| {
         if s == from {
@@ -211,4 +232,3 @@ fn rename_tensor(graph: &mut GraphProto, from: &str, to: &str) -> Result<()> {
     graph.initializer.iter_mut().for_each(|t| swap(&mut t.name));
     Ok(())
 }
-

@@ -62,7 +62,11 @@ pub enum OutputError {
 fn csv_header(k: usize) -> String {
     let mut cols = vec!["path".to_string(), "engine".to_string()];
     for r in 1..=k {
-        cols.extend([format!("top{r}_label"), format!("top{r}_index"), format!("top{r}_prob")]);
+        cols.extend([
+            format!("top{r}_label"),
+            format!("top{r}_index"),
+            format!("top{r}_prob"),
+        ]);
     }
     cols.push("error".into());
     cols.join(",")
@@ -105,11 +109,18 @@ impl Record {
         match format {
             Format::Jsonl => serde_json::to_string(self).expect("records always serialize"),
             Format::Csv => {
-                let mut fields = vec![csv_field(&self.path), self.engine.clone().unwrap_or_default()];
+                let mut fields = vec![
+                    csv_field(&self.path),
+                    self.engine.clone().unwrap_or_default(),
+                ];
                 let top = self.top.as_deref().unwrap_or(&[]);
                 for r in 0..k {
                     match top.get(r) {
-                        Some(t) => fields.extend([csv_field(&t.label), t.index.to_string(), format!("{}", t.prob)]),
+                        Some(t) => fields.extend([
+                            csv_field(&t.label),
+                            t.index.to_string(),
+                            format!("{}", t.prob),
+                        ]),
                         None => fields.extend([String::new(), String::new(), String::new()]),
                     }
                 }
@@ -150,7 +161,11 @@ impl Sink {
     }
 
     /// Open `path` for appending. Returns the sink and the inputs already finished there.
-    pub fn resume_file(path: &Path, format: Format, k: usize) -> Result<(Sink, HashSet<String>), OutputError> {
+    pub fn resume_file(
+        path: &Path,
+        format: Format,
+        k: usize,
+    ) -> Result<(Sink, HashSet<String>), OutputError> {
         let io_err = |source| OutputError::Io {
             path: path.into(),
             source,
@@ -201,10 +216,11 @@ impl Sink {
                     })
             }
             Target::File { file, path } => {
-                file.write_all(buf.as_bytes()).map_err(|source| OutputError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+                file.write_all(buf.as_bytes())
+                    .map_err(|source| OutputError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
                 // kill -9 cannot lose what write() returned; a power cut can, so sync often.
                 if self.last_sync.elapsed() > Duration::from_secs(2) {
                     let _ = file.sync_data();
@@ -271,11 +287,15 @@ fn read_finished(path: &Path, format: Format, k: usize) -> Result<HashSet<String
             }
             Format::Csv if i == 0 => {
                 if line != csv_header(k) {
-                    return Err(foreign(format!("the header differs from this run's ({})", csv_header(k))));
+                    return Err(foreign(format!(
+                        "the header differs from this run's ({})",
+                        csv_header(k)
+                    )));
                 }
             }
             Format::Csv => {
-                let p = csv_first_field(&line).ok_or_else(|| foreign("unreadable CSV row".into()))?;
+                let p =
+                    csv_first_field(&line).ok_or_else(|| foreign("unreadable CSV row".into()))?;
                 done.insert(p);
             }
         }
@@ -312,15 +332,25 @@ mod tests {
     #[test]
     fn csv_quotes_and_reads_back_paths() {
         let line = ok("we,ird \"name\".jpg").to_line(Format::Csv, 1);
-        assert_eq!(line, r#""we,ird ""name"".jpg",tract,"goldfish, Carassius auratus",1,0.5,"#);
-        assert_eq!(csv_first_field(&line).as_deref(), Some("we,ird \"name\".jpg"));
+        assert_eq!(
+            line,
+            r#""we,ird ""name"".jpg",tract,"goldfish, Carassius auratus",1,0.5,"#
+        );
+        assert_eq!(
+            csv_first_field(&line).as_deref(),
+            Some("we,ird \"name\".jpg")
+        );
     }
 
     #[test]
     fn torn_tail_is_cut_and_finished_inputs_are_read() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("out.jsonl");
-        let full = format!("{}\n{}\n", ok("a").to_line(Format::Jsonl, 1), ok("b").to_line(Format::Jsonl, 1));
+        let full = format!(
+            "{}\n{}\n",
+            ok("a").to_line(Format::Jsonl, 1),
+            ok("b").to_line(Format::Jsonl, 1)
+        );
         std::fs::write(&out, format!("{full}{{\"path\":\"c\",\"to")).expect("write");
         let (_sink, done) = Sink::resume_file(&out, Format::Jsonl, 1).expect("resume");
         assert_eq!(std::fs::read_to_string(&out).expect("read"), full);

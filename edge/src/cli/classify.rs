@@ -51,7 +51,10 @@ pub fn run(args: ClassifyArgs, quiet: bool) -> Result<i32> {
     anyhow::ensure!(args.top_k > 0, "--top-k must be at least 1");
     let model = Model::load(&args.model, &args.contract.overrides())?;
     if !model.card_embedded {
-        tracing::warn!("{}: no model card; using the contract given by flags", args.model.display());
+        tracing::warn!(
+            "{}: no model card; using the contract given by flags",
+            args.model.display()
+        );
     }
     let top_k = args.top_k.min(model.card.labels.len());
     let found = inputs::expand(&args.paths);
@@ -86,11 +89,18 @@ pub fn run(args: ClassifyArgs, quiet: bool) -> Result<i32> {
         .engine
         .policy()
         .select(&model.spec(), &args.engine.options())
-        .with_context(|| format!("{}: no engine could prepare the model", args.model.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: no engine could prepare the model",
+                args.model.display()
+            )
+        })?;
     let mut classifier = Classifier::new(selected.session, model.card.clone());
-    let decode_threads = args
-        .decode_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let decode_threads = args.decode_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let job = Job {
         files,
         batch: args.batch,

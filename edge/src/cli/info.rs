@@ -62,22 +62,43 @@ pub fn run(args: InfoArgs) -> Result<()> {
         "card:     {} (v{}){}",
         card.name,
         card.version,
-        if model.card_embedded { "" } else { " — built from flags, not in the file" }
+        if model.card_embedded {
+            ""
+        } else {
+            " — built from flags, not in the file"
+        }
     );
     let preview: Vec<&str> = card.labels.iter().take(3).map(String::as_str).collect();
-    println!("labels:   {} ({} ...)", card.labels.len(), preview.join(" | "));
-    println!("preprocessing: {}", serde_json::to_string(&card.preprocessing)?);
+    println!(
+        "labels:   {} ({} ...)",
+        card.labels.len(),
+        preview.join(" | ")
+    );
+    println!(
+        "preprocessing: {}",
+        serde_json::to_string(&card.preprocessing)?
+    );
     println!("tensors:  {}", serde_json::to_string(&card.tensors)?);
     println!("provenance: {}", serde_json::to_string(&card.provenance)?);
     if let Some(g) = &model.proto.graph {
-        let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inits: std::collections::HashSet<&str> =
+            g.initializer.iter().map(|t| t.name.as_str()).collect();
         for i in g.input.iter().filter(|i| !inits.contains(i.name.as_str())) {
             println!("input:    {} {}", i.name, shape_text(i));
         }
         for o in &g.output {
             println!("output:   {} {}", o.name, shape_text(o));
         }
-        println!("nodes:    {}, opset {:?}", g.node.len(), model.proto.opset_import.iter().map(|o| o.version).collect::<Vec<_>>());
+        println!(
+            "nodes:    {}, opset {:?}",
+            g.node.len(),
+            model
+                .proto
+                .opset_import
+                .iter()
+                .map(|o| o.version)
+                .collect::<Vec<_>>()
+        );
     }
     if args.no_engines {
         return Ok(());

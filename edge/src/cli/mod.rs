@@ -76,7 +76,11 @@ impl EngineArgs {
 fn parse_triple(s: &str) -> Result<[f32; 3], String> {
     let v: Vec<f32> = s
         .split(',')
-        .map(|p| p.trim().parse::<f32>().map_err(|_| format!("'{s}': expected three numbers like 0.485,0.456,0.406")))
+        .map(|p| {
+            p.trim()
+                .parse::<f32>()
+                .map_err(|_| format!("'{s}': expected three numbers like 0.485,0.456,0.406"))
+        })
         .collect::<Result<_, _>>()?;
     v.try_into()
         .map_err(|_| format!("'{s}': expected exactly three comma-separated numbers"))
@@ -86,13 +90,25 @@ fn parse_triple(s: &str) -> Result<[f32; 3], String> {
 #[derive(Debug, Clone, Args)]
 struct ContractArgs {
     /// Labels file, one class per line, in output order.
-    #[arg(long, value_name = "FILE", help_heading = "Contract (for models without a card)")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Contract (for models without a card)"
+    )]
     labels: Option<PathBuf>,
     /// Square input size after the centre crop (default: from the model's input shape).
-    #[arg(long, value_name = "PX", help_heading = "Contract (for models without a card)")]
+    #[arg(
+        long,
+        value_name = "PX",
+        help_heading = "Contract (for models without a card)"
+    )]
     input_size: Option<u32>,
     /// Resize the shorter side to this before cropping (default: input size / 0.875).
-    #[arg(long, value_name = "PX", help_heading = "Contract (for models without a card)")]
+    #[arg(
+        long,
+        value_name = "PX",
+        help_heading = "Contract (for models without a card)"
+    )]
     resize_shorter: Option<u32>,
     /// Per-channel mean after scaling (default torchvision: 0.485,0.456,0.406).
     #[arg(long, value_parser = parse_triple, value_name = "R,G,B", help_heading = "Contract (for models without a card)")]

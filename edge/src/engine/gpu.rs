@@ -7,7 +7,9 @@ use ort::ep::ExecutionProviderDispatch;
 use super::{EngineError, EngineKind};
 
 /// The execution provider for `kind`, failing loudly (never silently running on CPU).
-pub(super) fn execution_provider(kind: EngineKind) -> Result<Option<ExecutionProviderDispatch>, EngineError> {
+pub(super) fn execution_provider(
+    kind: EngineKind,
+) -> Result<Option<ExecutionProviderDispatch>, EngineError> {
     match kind {
         EngineKind::OrtCpu | EngineKind::Tract => Ok(None),
         EngineKind::Cuda => cuda().map(Some),

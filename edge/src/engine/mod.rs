@@ -74,7 +74,7 @@ impl EngineKind {
 
 impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -162,7 +162,9 @@ pub fn prepare(
     options: &EngineOptions,
 ) -> Result<Box<dyn Session>, EngineError> {
     match kind {
-        EngineKind::Tract => Ok(Box::new(tract_engine::TractSession::prepare(model, options)?)),
+        EngineKind::Tract => Ok(Box::new(tract_engine::TractSession::prepare(
+            model, options,
+        )?)),
         EngineKind::OrtCpu | EngineKind::Cuda | EngineKind::TensorRt => Ok(Box::new(
             ort_engine::OrtSession::prepare(kind, model, options)?,
         )),
@@ -199,7 +201,10 @@ impl Default for Policy {
     /// `tensorrt > cuda > ort-cpu > tract`, skipping what this binary was built without.
     fn default() -> Self {
         Policy {
-            order: EngineKind::ALL.into_iter().filter(|k| k.compiled()).collect(),
+            order: EngineKind::ALL
+                .into_iter()
+                .filter(|k| k.compiled())
+                .collect(),
             strict: false,
         }
     }
@@ -215,9 +220,17 @@ impl Policy {
 
     /// Prepare the model on the first engine that accepts it. Every engine passed over is
     /// logged with its reason (a warning, except engines simply not compiled in).
-    pub fn select(&self, model: &ModelSpec<'_>, options: &EngineOptions) -> Result<Selected, EngineError> {
+    pub fn select(
+        &self,
+        model: &ModelSpec<'_>,
+        options: &EngineOptions,
+    ) -> Result<Selected, EngineError> {
         let mut fallbacks = Vec::new();
-        let candidates = if self.strict { &self.order[..1.min(self.order.len())] } else { &self.order[..] };
+        let candidates = if self.strict {
+            &self.order[..1.min(self.order.len())]
+        } else {
+            &self.order[..]
+        };
         for &kind in candidates {
             match prepare(kind, model, options) {
                 Ok(session) => {
@@ -229,16 +242,24 @@ impl Policy {
                         return Err(reason);
                     }
                     match reason {
-                        EngineError::NotCompiled { .. } => tracing::debug!("{reason}; trying the next engine"),
+                        EngineError::NotCompiled { .. } => {
+                            tracing::debug!("{reason}; trying the next engine")
+                        }
                         _ => tracing::warn!("{reason}; trying the next engine"),
                     }
-                    fallbacks.push(Fallback { engine: kind, reason });
+                    fallbacks.push(Fallback {
+                        engine: kind,
+                        reason,
+                    });
                 }
             }
         }
-        Err(fallbacks.pop().map(|f| f.reason).unwrap_or(EngineError::Prepare {
-            engine: EngineKind::Tract,
-            message: "the engine policy is empty".into(),
-        }))
+        Err(fallbacks
+            .pop()
+            .map(|f| f.reason)
+            .unwrap_or(EngineError::Prepare {
+                engine: EngineKind::Tract,
+                message: "the engine policy is empty".into(),
+            }))
     }
 }

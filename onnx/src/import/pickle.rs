@@ -182,7 +182,7 @@ impl Reader<'_> {
     }
 
     fn set_items(&mut self, pairs: Vec<Value>) -> Result<(), PickleError> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return self.fail("odd number of items for a dict");
         }
         let target = self.top()?;
@@ -191,7 +191,9 @@ impl Reader<'_> {
             // `OrderedDict()` is pickled as a call; items are set on its result.
             Value::Call { .. } => {
                 *target = Value::Dict(Vec::new());
-                let Value::Dict(d) = target else { unreachable!() };
+                let Value::Dict(d) = target else {
+                    unreachable!()
+                };
                 d
             }
             _ => {
@@ -262,7 +264,11 @@ impl Reader<'_> {
                     self.push(Value::Int(v as i64))
                 }
                 0x8a | 0x8b => {
-                    let n = if op == 0x8a { self.u8()? as usize } else { self.u32()? as usize };
+                    let n = if op == 0x8a {
+                        self.u8()? as usize
+                    } else {
+                        self.u32()? as usize
+                    };
                     let bytes = self.take(n)?.to_vec();
                     self.push(long_from_bytes(bytes));
                 }
@@ -300,7 +306,11 @@ impl Reader<'_> {
                     self.push(Value::Str(s))
                 }
                 b'T' | b'U' => {
-                    let n = if op == b'T' { self.u32()? as usize } else { self.u8()? as usize };
+                    let n = if op == b'T' {
+                        self.u32()? as usize
+                    } else {
+                        self.u8()? as usize
+                    };
                     let b = self.take(n)?;
                     let s = String::from_utf8_lossy(b).into_owned();
                     self.push(Value::Str(s))
@@ -466,10 +476,7 @@ mod tests {
         // pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2): torch's legacy magic number
         let bytes = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.";
         let (v, _) = read(bytes).expect("valid pickle");
-        assert_eq!(
-            v,
-            Value::BigInt(LEGACY_MAGIC.to_vec())
-        );
+        assert_eq!(v, Value::BigInt(LEGACY_MAGIC.to_vec()));
     }
 
     #[test]

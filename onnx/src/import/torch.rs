@@ -153,12 +153,15 @@ fn storage_ref(pid: &Value) -> Result<StorageRef> {
         return Err(err("a persistent id is not a tuple"));
     };
     match items.as_slice() {
-        [Value::Str(kind), Value::Global { name, .. }, Value::Str(key), ..] if kind == "storage" => {
-            Ok(StorageRef {
-                key: key.clone(),
-                dtype: DType::from_storage(name)?,
-            })
-        }
+        [
+            Value::Str(kind),
+            Value::Global { name, .. },
+            Value::Str(key),
+            ..,
+        ] if kind == "storage" => Ok(StorageRef {
+            key: key.clone(),
+            dtype: DType::from_storage(name)?,
+        }),
         _ => Err(err(format!("unexpected persistent id {items:?}"))),
     }
 }
@@ -193,7 +196,13 @@ fn tensor_ref(v: &Value) -> Result<Option<TensorRef>> {
     };
     match name.as_str() {
         "_rebuild_tensor_v2" | "_rebuild_tensor" => {
-            let [Value::PersistentId(pid), Value::Int(offset), size, stride, ..] = args.as_slice()
+            let [
+                Value::PersistentId(pid),
+                Value::Int(offset),
+                size,
+                stride,
+                ..,
+            ] = args.as_slice()
             else {
                 return Err(err("unexpected arguments to _rebuild_tensor_v2"));
             };
@@ -250,9 +259,17 @@ fn materialise(
         let mut data = Vec::with_capacity(count);
         let mut index = vec![0usize; t.shape.len()];
         for _ in 0..count {
-            let at = t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+            let at = t.offset
+                + index
+                    .iter()
+                    .zip(&t.stride)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>();
             let b = bytes.get(at * elem..(at + 1) * elem).ok_or_else(|| {
-                err(format!("tensor '{name}' reads past the end of storage {}", t.storage.key))
+                err(format!(
+                    "tensor '{name}' reads past the end of storage {}",
+                    t.storage.key
+                ))
             })?;
             data.push(t.storage.dtype.read(b));
             for d in (0..index.len()).rev() {
@@ -263,7 +280,13 @@ fn materialise(
                 index[d] = 0;
             }
         }
-        tensors.push((name, Tensor { shape: t.shape, data }));
+        tensors.push((
+            name,
+            Tensor {
+                shape: t.shape,
+                data,
+            },
+        ));
     }
     Ok(StateDict { tensors })
 }
