@@ -63,7 +63,7 @@ pub fn preprocess_into(
 }
 
 /// The smallest decoded size that still lets the resize step only shrink: JPEGs larger than
-/// this can be decoded at 1/2, 1/4 or 1/8 scale, which is most of the decode cost saved.
+/// this are decoded at a reduced DCT scale, which saves most of the decode cost.
 fn decode_target(contract: &Preprocessing) -> DecodeTarget {
     match contract.resize {
         Resize::ShorterSide { size } => DecodeTarget::ShorterSide(size),
@@ -87,8 +87,8 @@ fn check_size(width: u32, height: u32) -> Result<(), PreprocessError> {
     Ok(())
 }
 
-/// Decode any supported format to RGB8. JPEGs much larger than needed are decoded with
-/// DCT scaling.
+/// Decode any supported format to RGB8. JPEGs go through libjpeg-turbo, decoded with DCT
+/// scaling when a `target` says how small the image will become.
 pub fn decode_rgb(bytes: &[u8], target: Option<DecodeTarget>) -> Result<RgbImage, PreprocessError> {
     if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
         check_jpeg_complete(bytes)?;
@@ -152,75 +152,64 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<(), PreprocessError> {
     }
 }
 
-/// Returns `Ok(None)` when scaling would not help (the image is not at least twice the
-/// needed size), so the faster full-size decoder is used instead.
+thread_local! {
+    /// libjpeg-turbo decompressors are reusable; one per decode thread.
+    static TURBO: std::cell::RefCell<Option<turbojpeg::Decompressor>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Decode a JPEG with libjpeg-turbo at the smallest DCT scale (M/8) that keeps the image at
+/// least as large as the resize target, so the resize step still only shrinks. Returns
+/// `Ok(None)` when libjpeg-turbo cannot handle the file (e.g. CMYK), so the general decoder
+/// gets a chance and gives its own error.
 fn decode_jpeg_scaled(
     bytes: &[u8],
     target: DecodeTarget,
 ) -> Result<Option<RgbImage>, PreprocessError> {
-    let mut decoder = jpeg_decoder::Decoder::new(bytes);
-    decoder
-        .read_info()
-        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
-    let Some(info) = decoder.info() else {
-        return Ok(None);
-    };
-    let (w, h) = (info.width as u32, info.height as u32);
-    check_size(w, h)?;
-    let (need_w, need_h) = match target {
-        DecodeTarget::ShorterSide(size) => {
-            let short = w.min(h) as u64;
-            (
-                (w as u64 * size as u64).div_ceil(short) as u32,
-                (h as u64 * size as u64).div_ceil(short) as u32,
-            )
+    TURBO.with_borrow_mut(|slot| {
+        let decompressor = match slot {
+            Some(d) => d,
+            None => match turbojpeg::Decompressor::new() {
+                Ok(d) => slot.insert(d),
+                Err(_) => return Ok(None),
+            },
+        };
+        let Ok(header) = decompressor.read_header(bytes) else {
+            return Ok(None);
+        };
+        check_size(header.width as u32, header.height as u32)?;
+        let fits = |f: &turbojpeg::ScalingFactor| {
+            let (w, h) = (f.scale(header.width) as u32, f.scale(header.height) as u32);
+            match target {
+                DecodeTarget::ShorterSide(size) => w.min(h) >= size,
+                DecodeTarget::Both(tw, th) => w >= tw && h >= th,
+            }
+        };
+        let factor = turbojpeg::Decompressor::supported_scaling_factors()
+            .into_iter()
+            .filter(|f| f.num() <= f.denom() && fits(f))
+            .min_by(|a, b| (a.num() * b.denom()).cmp(&(b.num() * a.denom())))
+            .unwrap_or(turbojpeg::ScalingFactor::ONE);
+        if decompressor.set_scaling_factor(factor).is_err() {
+            return Ok(None);
         }
-        DecodeTarget::Both(tw, th) => (tw, th),
-    };
-    if w < need_w * 2 || h < need_h * 2 {
-        return Ok(None);
-    }
-    let (sw, sh) = decoder
-        .scale(
-            need_w.min(u16::MAX as u32) as u16,
-            need_h.min(u16::MAX as u32) as u16,
-        )
-        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
-    let data = decoder
-        .decode()
-        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
-    let (sw, sh) = (sw as u32, sh as u32);
-    let n = sw as usize * sh as usize;
-    let info = decoder
-        .info()
-        .ok_or_else(|| PreprocessError::Decode("no frame".into()))?;
-    let pixels = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => data,
-        jpeg_decoder::PixelFormat::L8 => data.iter().flat_map(|&g| [g, g, g]).collect(),
-        jpeg_decoder::PixelFormat::L16 => data
-            .chunks_exact(2)
-            .flat_map(|c| {
-                let g = c[0];
-                [g, g, g]
-            })
-            .collect(),
-        jpeg_decoder::PixelFormat::CMYK32 => data
-            .chunks_exact(4)
-            .flat_map(|p| {
-                let k = p[3] as u16;
-                let conv = |c: u8| ((c as u16 * k) / 255) as u8;
-                [conv(p[0]), conv(p[1]), conv(p[2])]
-            })
-            .collect(),
-    };
-    if pixels.len() < n * 3 {
-        return Err(PreprocessError::Decode("short pixel data".into()));
-    }
-    Ok(Some(RgbImage {
-        width: sw,
-        height: sh,
-        pixels,
-    }))
+        let scaled = header.scaled(factor);
+        let mut pixels = vec![0u8; scaled.width * scaled.height * 3];
+        let image = turbojpeg::Image {
+            pixels: pixels.as_mut_slice(),
+            width: scaled.width,
+            pitch: scaled.width * 3,
+            height: scaled.height,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        if decompressor.decompress(bytes, image).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(RgbImage {
+            width: scaled.width as u32,
+            height: scaled.height as u32,
+            pixels,
+        }))
+    })
 }
 
 /// Resize per the contract and centre-crop, in one pass: only the source region that

@@ -24,6 +24,7 @@ fn classifier(kind: EngineKind) -> Classifier {
     let options = EngineOptions {
         threads: 2,
         ort_library: Some(common::ort_lib()),
+        spin_wait: false,
     };
     let session = engine::prepare(kind, &model.spec(), &options)
         .unwrap_or_else(|e| panic!("{kind} must be available here: {e}"));
@@ -120,6 +121,7 @@ fn strict_policy_reports_why_an_engine_is_unavailable() {
     let options = EngineOptions {
         threads: 1,
         ort_library: Some("/nonexistent/libonnxruntime.so".into()),
+        spin_wait: false,
     };
     // ONNX Runtime is loaded once per process; this test binary's other tests load the
     // real one, so only the GPU providers are checked here: not compiled in this build.

@@ -69,6 +69,7 @@ impl EngineArgs {
         EngineOptions {
             threads: self.threads,
             ort_library: self.ort_lib.clone(),
+            spin_wait: false,
         }
     }
 }

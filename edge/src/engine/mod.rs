@@ -132,6 +132,10 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Explicit path of `libonnxruntime.so` (else `ORT_DYLIB_PATH`, else beside the binary).
     pub ort_library: Option<PathBuf>,
+    /// Let idle engine threads spin-wait for the next run. Lowest latency for a lone
+    /// model, but on a small CPU the spinning steals the cores that decode images, so it
+    /// is off by default.
+    pub spin_wait: bool,
 }
 
 /// What an engine needs to know about a model.

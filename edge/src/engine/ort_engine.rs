@@ -114,6 +114,9 @@ impl OrtSession {
             .map_err(prepare_err)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| prepare_err(e.into()))?;
+        builder = builder
+            .with_intra_op_spinning(options.spin_wait)
+            .map_err(|e| prepare_err(e.into()))?;
         if options.threads > 0 {
             builder = builder
                 .with_intra_threads(options.threads)
