@@ -287,6 +287,25 @@ fn bad_models_are_errors_that_name_the_file() {
 }
 
 #[test]
+fn a_card_that_does_not_describe_the_graph_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut proto = scion_onnx::io::load(common::model()).expect("load");
+    let mut card = scion_onnx::ModelCard::from_model(&proto).expect("ok").expect("card");
+    card.tensors.input = "pixels".into();
+    card.write_to(&mut proto);
+    let path = dir.path().join("mislabelled.onnx");
+    scion_onnx::io::save(&proto, &path).expect("save");
+    scion_edge()
+        .args(["classify", "--model"])
+        .arg(&path)
+        .arg(common::photo("gold_fish.jpg"))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("mislabelled.onnx"))
+        .stderr(predicates::str::contains("'pixels' is not a graph input"));
+}
+
+#[test]
 fn a_model_without_a_card_needs_flags_and_then_matches_the_card() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut proto = scion_onnx::io::load(common::model()).expect("load");
