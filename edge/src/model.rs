@@ -111,7 +111,7 @@ impl Model {
         let card_embedded = embedded.is_some();
         let card = match embedded {
             Some(card) if overrides.is_empty() => card,
-            Some(card) => apply_overrides(card, overrides, path)?,
+            Some(card) => apply_overrides(card, overrides)?,
             None if overrides.is_empty() => return Err(ModelError::NoCard(path.into())),
             None => card_from_flags(&proto, overrides, path)?,
         };
@@ -161,11 +161,7 @@ fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
     Ok(labels)
 }
 
-fn apply_overrides(
-    mut card: ModelCard,
-    o: &ContractOverrides,
-    _path: &Path,
-) -> Result<ModelCard, ModelError> {
+fn apply_overrides(mut card: ModelCard, o: &ContractOverrides) -> Result<ModelCard, ModelError> {
     let p = &mut card.preprocessing;
     if let Some(size) = o.input_size {
         p.crop = Some([size, size]);

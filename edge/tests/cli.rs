@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{records, scion_edge};
+use common::{records, scion_edge, stderr_text, stdout_records};
 
 fn model_arg() -> String {
     common::model().to_string_lossy().into_owned()
@@ -28,7 +28,7 @@ fn classify_writes_one_record_per_photo_naming_the_engine() {
         .arg(common::photos())
         .assert()
         .success();
-    let recs = records(&String::from_utf8_lossy(&out.get_output().stdout));
+    let recs = stdout_records(&out);
     assert_eq!(recs.len(), 9);
     for r in &recs {
         assert_eq!(r["engine"], "ort-cpu");
@@ -44,7 +44,7 @@ fn classify_writes_one_record_per_photo_naming_the_engine() {
         .expect("goldfish record");
     assert_eq!(goldfish["top"][0]["label"], "goldfish, Carassius auratus");
     assert_eq!(goldfish["top"][0]["index"], 1);
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    let stderr = stderr_text(&out);
     assert!(
         stderr.contains("ort-cpu"),
         "the engine used is logged: {stderr}"
@@ -70,7 +70,7 @@ fn bad_inputs_become_error_records_and_exit_status_2() {
         .arg(&missing)
         .assert()
         .code(2);
-    let recs = records(&String::from_utf8_lossy(&out.get_output().stdout));
+    let recs = stdout_records(&out);
     let by_name: HashMap<String, &serde_json::Value> = recs
         .iter()
         .map(|r| {
@@ -102,7 +102,7 @@ fn bad_inputs_become_error_records_and_exit_status_2() {
         );
         assert!(r.get("top").is_none());
     }
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    let stderr = stderr_text(&out);
     assert!(
         stderr.contains("notes.jpg"),
         "errors are named on stderr too: {stderr}"
@@ -208,7 +208,7 @@ fn shards_are_disjoint_and_concatenate_to_the_whole() {
             .assert()
             .success();
         union.extend(
-            records(&String::from_utf8_lossy(&out.get_output().stdout))
+            stdout_records(&out)
                 .into_iter()
                 .map(|r| r["path"].as_str().expect("path").to_string()),
         );
@@ -290,7 +290,9 @@ fn bad_models_are_errors_that_name_the_file() {
 fn a_card_that_does_not_describe_the_graph_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut proto = scion_onnx::io::load(common::model()).expect("load");
-    let mut card = scion_onnx::ModelCard::from_model(&proto).expect("ok").expect("card");
+    let mut card = scion_onnx::ModelCard::from_model(&proto)
+        .expect("ok")
+        .expect("card");
     card.tensors.input = "pixels".into();
     card.write_to(&mut proto);
     let path = dir.path().join("mislabelled.onnx");
@@ -341,7 +343,7 @@ fn a_model_without_a_card_needs_flags_and_then_matches_the_card() {
         .arg(common::photo("gold_fish.jpg"))
         .assert()
         .success();
-    let recs = records(&String::from_utf8_lossy(&out.get_output().stdout));
+    let recs = stdout_records(&out);
     assert_eq!(recs[0]["top"][0]["index"], 1);
 }
 
@@ -358,9 +360,9 @@ fn without_onnx_runtime_tract_runs_and_a_warning_says_why() {
         .arg(common::photo("gold_fish.jpg"))
         .assert()
         .success();
-    let recs = records(&String::from_utf8_lossy(&out.get_output().stdout));
+    let recs = stdout_records(&out);
     assert_eq!(recs[0]["engine"], "tract");
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    let stderr = stderr_text(&out);
     assert!(
         stderr.contains("ONNX Runtime library") && stderr.contains("WARN"),
         "{stderr}"

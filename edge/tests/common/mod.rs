@@ -76,3 +76,13 @@ pub fn records(text: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
 }
+
+/// The JSON-lines records a finished command printed.
+pub fn stdout_records(run: &assert_cmd::assert::Assert) -> Vec<serde_json::Value> {
+    records(&String::from_utf8_lossy(&run.get_output().stdout))
+}
+
+/// What a finished command logged.
+pub fn stderr_text(run: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&run.get_output().stderr).into_owned()
+}
