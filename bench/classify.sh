@@ -61,7 +61,7 @@ import numpy as np, onnxruntime as ort
 from PIL import Image
 model, data = sys.argv[1], sys.argv[2]
 files = sorted(os.path.join(data, f) for f in os.listdir(data) if f.endswith(".jpg"))
-t0 = time.perf_counter()
+t0 = time.perf_counter(); c0 = time.process_time()
 opts = ort.SessionOptions(); opts.intra_op_num_threads = 2
 sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 def load(path):
@@ -74,25 +74,36 @@ def load(path):
 for i in range(0, len(files), 8):
     batch = np.stack([load(f) for f in files[i:i + 8]])
     sess.run(["logits"], {"input": batch})
-print(len(files) / (time.perf_counter() - t0))
+print(len(files) / (time.perf_counter() - t0), (time.process_time() - c0) * 1e3 / len(files))
 PY
 }
 
-scion() { # engine
-  local out; out=$(mktemp)
-  local t0 t1; t0=$(date +%s.%N)
-  "$bin" classify -q --model "$model" --engine "$1" --require --batch 8 --out "$out" "$data" 
-  t1=$(date +%s.%N); rm -f "$out"
-  python3 -c "print($count / ($t1 - $t0))"
+scion() { # engine -> "images/s cpu-ms-per-image", the whole process timed
+  python3 - "$count" "$bin" classify -q --model "$model" --engine "$1" --require --batch 8 \
+    --out "$(mktemp -u)" "$data" <<'PY'
+import resource, subprocess, sys, time
+count, cmd = int(sys.argv[1]), sys.argv[2:]
+t0 = time.perf_counter()
+subprocess.run(cmd, check=True)
+wall = time.perf_counter() - t0
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(count / wall, (r.ru_utime + r.ru_stime) * 1e3 / count)
+PY
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A results
+declare -A results cpu
 for r in $(seq "$runs"); do
-  results[python]+="$(baseline) "
-  results[ort]+="$(scion ort-cpu) "
-  results[tract]+="$(scion tract) "
+  for side in python ort tract; do
+    case $side in
+      python) line=$(baseline) ;;
+      ort) line=$(scion ort-cpu) ;;
+      tract) line=$(scion tract) ;;
+    esac
+    results[$side]+="$(printf '%.1f' "${line% *}") "
+    cpu[$side]+="$(printf '%.1f' "${line#* }") "
+  done
   echo "run $r/$runs done" >&2
 done
 ceiling_ort=$("$root/target/release/examples/inference_ceiling" "$model" ort-cpu 8 25)
@@ -106,4 +117,17 @@ printf '  python onnxruntime+Pillow baseline  %7.1f   runs: %s\n' "$m_py" "${res
 printf '  scion-edge classify, ort-cpu        %7.1f   runs: %s\n' "$m_ort" "${results[ort]}"
 printf '  scion-edge classify, tract          %7.1f   runs: %s\n' "$m_tract" "${results[tract]}"
 printf '  inference ceiling (ready tensors)   ort-cpu %.1f, tract %.1f\n' "$ceiling_ort" "$ceiling_tract"
-python3 -c "print(f'  ratio scion ort-cpu / python: {$m_ort / $m_py:.2f}x   (target >= 1.6x)'); print(f'  ratio scion tract / python:   {$m_tract / $m_py:.2f}x')"
+for side in python ort tract; do
+  printf '  CPU ms per image, %-6s median %5.1f   runs: %s\n' "$side" \
+    "$(tr ' ' '\n' <<<"${cpu[$side]}" | grep . | median)" "${cpu[$side]}"
+done
+python3 - "${results[python]}" "${results[ort]}" "${results[tract]}" <<'PY'
+import statistics, sys
+py, ort, tract = ([float(x) for x in a.split()] for a in sys.argv[1:4])
+# Each run of scion is paired with the baseline run just before it, so a slow patch of
+# the (shared) machine affects both sides of a ratio.
+r_ort = statistics.median(o / p for o, p in zip(ort, py))
+r_tract = statistics.median(t / p for t, p in zip(tract, py))
+print(f"  ratio scion ort-cpu / python: {r_ort:.2f}x (median of per-run ratios; target >= 1.6x)")
+print(f"  ratio scion tract / python:   {r_tract:.2f}x")
+PY
