@@ -18,8 +18,9 @@ assets=$root/assets
 say() { if [ -t 2 ]; then printf '\033[1msetup:\033[0m %s\n' "$*" >&2; else printf 'setup: %s\n' "$*" >&2; fi; }
 
 # --- Debian packages ---------------------------------------------------------------------
-# cmake and nasm build the vendored libjpeg-turbo (with SIMD) that decodes JPEGs.
-packages=(build-essential pkg-config cmake nasm python3 python3-pip ca-certificates)
+# cmake and nasm build the vendored libjpeg-turbo (with SIMD) that decodes JPEGs;
+# dataset-fashion-mnist (MIT) puts the Fashion-MNIST IDX files in /usr/share/datasets.
+packages=(build-essential pkg-config cmake nasm python3 python3-pip ca-certificates dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

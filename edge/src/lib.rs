@@ -5,6 +5,7 @@
 pub mod classifier;
 pub mod classify;
 pub mod engine;
+pub mod logging;
 pub mod model;
 pub mod postprocess;
 pub mod preprocess;

@@ -40,12 +40,14 @@ impl std::str::FromStr for Shard {
     }
 }
 
-fn is_hidden(path: &Path) -> bool {
+/// Dot-files and dot-folders are never inputs (editor backups, `.DS_Store`, `.git`).
+pub fn is_hidden(path: &Path) -> bool {
     path.file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
-fn has_image_extension(path: &Path) -> bool {
+/// Whether a file's extension is one of [`IMAGE_EXTENSIONS`] (any case).
+pub fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))

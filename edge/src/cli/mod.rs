@@ -139,28 +139,10 @@ impl ContractArgs {
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
-    let default = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "warn,scion_edge=info,scion_onnx=info",
-        (false, 1) => "info,scion_edge=debug,scion_onnx=debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .init();
-}
-
 /// Parse arguments and run; returns the process exit status.
 pub fn run() -> Result<i32> {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.quiet);
+    scion_edge::logging::init(cli.verbose, cli.quiet);
     match cli.command {
         Command::Classify(args) => classify::run(args, cli.quiet),
         Command::Import(args) => import::run(args).map(|_| 0),

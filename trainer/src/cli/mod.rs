@@ -1,0 +1,37 @@
+//! Command-line interface of `scion`. Exit status: 0 success, 1 error (or lint errors).
+
+mod data;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Transfer learning on images: prepare data, (soon) train a new head on a frozen
+/// pretrained backbone, and export a self-describing ONNX model for scion-edge.
+#[derive(Debug, Parser)]
+#[command(name = "scion", version, about, long_about = None)]
+struct Cli {
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prepare and check labelled image folders.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+}
+
+/// Parse arguments and run; returns the process exit status.
+pub fn run() -> Result<i32> {
+    let cli = Cli::parse();
+    scion_edge::logging::init(cli.verbose, cli.quiet);
+    match cli.command {
+        Command::Data(cmd) => data::run(cmd),
+    }
+}
