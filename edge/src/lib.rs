@@ -7,6 +7,7 @@ pub mod classify;
 pub mod engine;
 pub mod logging;
 pub mod model;
+pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 
