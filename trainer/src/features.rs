@@ -200,6 +200,15 @@ pub struct ExtractStats {
     pub failed: Vec<(PathBuf, String)>,
 }
 
+/// The result of [`extract`].
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// Features per input path, `None` where the image could not be read.
+    pub features: Vec<Option<Vec<f32>>>,
+    /// Counts.
+    pub stats: ExtractStats,
+}
+
 /// Features for every image in `paths` (`None` for unreadable ones), computing only those
 /// missing from `cache` with `session`, `threads` decode threads and batches of `batch`.
 pub fn extract(
@@ -210,7 +219,7 @@ pub fn extract(
     cache: &mut FeatureCache,
     batch: usize,
     threads: usize,
-) -> Result<(Vec<Option<Vec<f32>>>, ExtractStats), FeatureError> {
+) -> Result<Extracted, FeatureError> {
     let mut stats = ExtractStats::default();
     let mut hashes = Vec::with_capacity(paths.len());
     for p in paths {
@@ -289,5 +298,8 @@ pub fn extract(
     for (path, reason) in &stats.failed {
         tracing::warn!("{}: skipped: {reason}", path.display());
     }
-    Ok((out, stats))
+    Ok(Extracted {
+        features: out,
+        stats,
+    })
 }

@@ -6,7 +6,7 @@ use scion_edge::engine::{self, EngineKind, EngineOptions, Session, Tensor};
 use scion_edge::preprocess::preprocess;
 use scion_edge::{ContractOverrides, Model};
 use scion_onnx::card::ResizeFilter;
-use scion_trainer::features::{CacheKey, FeatureCache, FeatureError, extract};
+use scion_trainer::features::{CacheKey, Extracted, FeatureCache, FeatureError, extract};
 use scion_trainer::idx::{self, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, Selection};
 
 fn workspace() -> PathBuf {
@@ -82,7 +82,10 @@ fn features_are_computed_once_then_read_back_identically() {
     let cache_root = dir.path().join("cache");
 
     let mut cache = FeatureCache::open(&cache_root, &key(&model), 1280).expect("cache");
-    let (first, stats) = extract(
+    let Extracted {
+        features: first,
+        stats,
+    } = extract(
         &files,
         &contract,
         "features",
@@ -119,7 +122,10 @@ fn features_are_computed_once_then_read_back_identically() {
     drop(cache);
     let mut cache = FeatureCache::open(&cache_root, &key(&model), 1280).expect("reopen");
     assert_eq!(cache.len(), 30);
-    let (second, stats) = extract(
+    let Extracted {
+        features: second,
+        stats,
+    } = extract(
         &files,
         &contract,
         "features",
@@ -138,7 +144,7 @@ fn features_are_computed_once_then_read_back_identically() {
     assert_ne!(other.digest(), key(&model).digest());
     let mut cache = FeatureCache::open(&cache_root, &other, 1280).expect("other key");
     assert!(cache.is_empty());
-    let (_, stats) = extract(
+    let Extracted { stats, .. } = extract(
         &files[..4],
         &other.preprocessing,
         "features",
@@ -163,7 +169,7 @@ fn unreadable_images_are_skipped_and_counted() {
     let mut session = session(&model);
     let mut cache =
         FeatureCache::open(&dir.path().join("cache"), &key(&model), 1280).expect("cache");
-    let (features, stats) = extract(
+    let Extracted { features, stats } = extract(
         &files,
         &model.card.preprocessing,
         "features",

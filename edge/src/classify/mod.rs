@@ -59,7 +59,8 @@ pub fn run(classifier: &mut Classifier, job: &Job, sink: &mut Sink) -> Result<Su
     let bar = progress_bar(job);
     let engine = classifier.engine().to_string();
     let mut summary = Summary::default();
-    let result = std::cell::RefCell::new((&mut summary, &mut *sink));
+    // Both callbacks write results and count them; they take turns through one RefCell.
+    let state = std::cell::RefCell::new((&mut summary, &mut *sink));
     for_each_batch(
         &job.files,
         &contract,
@@ -80,7 +81,7 @@ pub fn run(classifier: &mut Classifier, job: &Job, sink: &mut Sink) -> Result<Su
                     error: None,
                 })
                 .collect();
-            let mut state = result.borrow_mut();
+            let mut state = state.borrow_mut();
             state.1.write(&records)?;
             state.0.classified += n;
             bar.inc(n as u64);
@@ -89,7 +90,7 @@ pub fn run(classifier: &mut Classifier, job: &Job, sink: &mut Sink) -> Result<Su
         |i, error| {
             let path = &job.files[i];
             bar.suspend(|| tracing::warn!("{path}: {error}"));
-            let mut state = result.borrow_mut();
+            let mut state = state.borrow_mut();
             state.1.write(&[Record {
                 path: path.clone(),
                 top: None,
@@ -101,7 +102,6 @@ pub fn run(classifier: &mut Classifier, job: &Job, sink: &mut Sink) -> Result<Su
             Ok(())
         },
     )?;
-    drop(result);
     bar.finish_and_clear();
     sink.finish()?;
     summary.elapsed = start.elapsed();
