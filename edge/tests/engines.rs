@@ -138,3 +138,124 @@ fn strict_policy_reports_why_an_engine_is_unavailable() {
         .expect("tract is always there");
     assert_eq!(selected.session.kind(), EngineKind::Tract);
 }
+
+/// Deterministic small weights in [-0.05, 0.05).
+fn weights(n: usize, salt: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| {
+            let h = (i.wrapping_add(salt)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+            (h % 1000) as f32 / 10_000.0 - 0.05
+        })
+        .collect()
+}
+
+#[test]
+fn a_grafted_head_computes_exactly_what_it_says_on_both_engines() {
+    use scion_onnx::patch::{Dense, Patch};
+    let original = scion_onnx::io::load(common::model()).expect("load");
+    let features = scion_onnx::graph::find_feature_tensor(original.graph.as_ref().expect("graph"))
+        .expect("feature tensor")
+        .tensor;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let heads = [
+        vec![(1280, 10)],           // linear
+        vec![(1280, 16), (16, 10)], // mlp:16
+    ];
+    for (h, shape) in heads.iter().enumerate() {
+        let layers: Vec<Dense> = shape
+            .iter()
+            .enumerate()
+            .map(|(i, &(inputs, outputs))| Dense {
+                weight: weights(inputs * outputs, i as u64 * 7 + 1),
+                bias: weights(outputs, i as u64 * 7 + 2),
+                inputs,
+                outputs,
+            })
+            .collect();
+        let mut model = original.clone();
+        Patch::GraftHead {
+            features: features.clone(),
+            layers: layers.clone(),
+        }
+        .apply(&mut model)
+        .expect("graft");
+        let mut card = scion_onnx::ModelCard::from_model(&original)
+            .expect("ok")
+            .expect("card");
+        card.labels = (0..10).map(|c| format!("class {c}")).collect();
+        card.tensors.logits = Some("logits".into());
+        card.tensors.probs = Some("probs".into());
+        card.write_to(&mut model);
+        let path = dir.path().join(format!("head{h}.onnx"));
+        scion_onnx::io::save(&model, &path).expect("save");
+        let loaded =
+            Model::load(&path, &ContractOverrides::default()).expect("grafted model loads");
+        assert_eq!(loaded.outputs, ["logits", "probs", "features"]);
+
+        let photos: Vec<f32> = ["gold_fish.jpg", "puppy.jpg", "tent.jpg"]
+            .iter()
+            .flat_map(|p| {
+                let bytes = std::fs::read(common::photo(p)).expect("photo");
+                preprocess(&bytes, &loaded.card.preprocessing).expect("preprocess")
+            })
+            .collect();
+        let input = engine::Tensor {
+            shape: loaded.card.preprocessing.input_shape(3),
+            data: photos,
+        };
+        let options = EngineOptions {
+            threads: 2,
+            ort_library: Some(common::ort_lib()),
+            spin_wait: false,
+        };
+        let mut results = Vec::new();
+        for kind in [EngineKind::OrtCpu, EngineKind::Tract] {
+            let mut session = engine::prepare(kind, &loaded.spec(), &options).expect("prepare");
+            results.push(session.run(&input).expect("run"));
+        }
+        for out in &results {
+            let f = &out.get("features").expect("features").data;
+            let logits = &out.get("logits").expect("logits").data;
+            let probs = &out.get("probs").expect("probs").data;
+            for img in 0..3 {
+                // The head by hand.
+                let mut x: Vec<f32> = f[img * 1280..(img + 1) * 1280].to_vec();
+                for (i, l) in layers.iter().enumerate() {
+                    let mut y: Vec<f32> = (0..l.outputs)
+                        .map(|o| {
+                            l.bias[o]
+                                + (0..l.inputs)
+                                    .map(|k| x[k] * l.weight[o * l.inputs + k])
+                                    .sum::<f32>()
+                        })
+                        .collect();
+                    if i + 1 < layers.len() {
+                        y.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                    x = y;
+                }
+                let got = &logits[img * 10..(img + 1) * 10];
+                for (a, b) in got.iter().zip(&x) {
+                    assert!(
+                        (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                        "head {h}: logit {a} vs by hand {b}"
+                    );
+                }
+                let p = scion_edge::postprocess::softmax(got);
+                for (a, b) in probs[img * 10..(img + 1) * 10].iter().zip(&p) {
+                    assert!((a - b).abs() < 1e-6, "probs = softmax(logits)");
+                }
+            }
+        }
+        let (a, b) = (&results[0], &results[1]);
+        let worst = a
+            .get("probs")
+            .expect("p")
+            .data
+            .iter()
+            .zip(&b.get("probs").expect("p").data)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "ort vs tract on the grafted model: {worst}");
+    }
+}

@@ -38,6 +38,27 @@ pub enum Patch {
         /// New name.
         to: String,
     },
+    /// Replace the classifier: cut the graph at `features`, then add dense `layers`
+    /// (ReLU between them) and a Softmax. Outputs become `logits`, `probs`, `features`.
+    GraftHead {
+        /// The feature tensor the head reads (`[batch, in]`).
+        features: String,
+        /// Dense layers, first to last.
+        layers: Vec<Dense>,
+    },
+}
+
+/// A dense layer `y = x W^T + b`, as trained by the head trainer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    /// Row-major `[out, in]` weights.
+    pub weight: Vec<f32>,
+    /// `[out]` bias.
+    pub bias: Vec<f32>,
+    /// Input width.
+    pub inputs: usize,
+    /// Output width.
+    pub outputs: usize,
 }
 
 impl Patch {
@@ -64,6 +85,7 @@ impl Patch {
                 )?;
                 rename_tensor(&mut edited, from, to)?
             }
+            Patch::GraftHead { features, layers } => graft_head(&mut edited, features, layers)?,
         }
         graph::topological_order(&edited)?;
         *graph = edited;
@@ -160,6 +182,95 @@ fn cut_at(graph: &mut GraphProto, outputs: &[String]) -> Result<()> {
         .value_info
         .retain(|v| needed_tensors.contains(&v.name));
     graph.output = new_outputs;
+    Ok(())
+}
+
+/// Names the grafted head uses for its tensors; a backbone using them is refused.
+const HEAD_OUTPUTS: [&str; 2] = ["logits", "probs"];
+
+fn graft_head(graph: &mut GraphProto, features: &str, layers: &[Dense]) -> Result<()> {
+    use crate::builder;
+    if layers.is_empty() {
+        return Err(Error::Graph("graft: the head has no layers".into()));
+    }
+    for pair in layers.windows(2) {
+        if pair[0].outputs != pair[1].inputs {
+            return Err(Error::Graph(format!(
+                "graft: a layer of {} outputs feeds a layer of {} inputs",
+                pair[0].outputs, pair[1].inputs
+            )));
+        }
+    }
+    for (i, l) in layers.iter().enumerate() {
+        if l.weight.len() != l.inputs * l.outputs || l.bias.len() != l.outputs {
+            return Err(Error::Graph(format!(
+                "graft: layer {i} has weights of the wrong size"
+            )));
+        }
+    }
+    cut_at(graph, &[features.to_string()])?;
+    let taken = |n: &str| {
+        graph::producers(graph).contains_key(n) || graph::source_tensors(graph).contains(n)
+    };
+    if let Some(n) = HEAD_OUTPUTS.iter().find(|n| taken(n)) {
+        return Err(Error::Graph(format!(
+            "graft: the backbone already has a tensor '{n}'"
+        )));
+    }
+    let mut x = features.to_string();
+    for (i, layer) in layers.iter().enumerate() {
+        let last = i + 1 == layers.len();
+        let (w, b) = (format!("head.{i}.weight"), format!("head.{i}.bias"));
+        graph.initializer.push(builder::tensor_f32(
+            &w,
+            &[layer.outputs as i64, layer.inputs as i64],
+            layer.weight.clone(),
+        ));
+        graph.initializer.push(builder::tensor_f32(
+            &b,
+            &[layer.outputs as i64],
+            layer.bias.clone(),
+        ));
+        let out = if last {
+            "logits".to_string()
+        } else {
+            format!("head.{i}.linear")
+        };
+        graph.node.push(builder::node(
+            "Gemm",
+            &format!("head.{i}"),
+            &[&x, &w, &b],
+            &[&out],
+            vec![builder::attr_int("transB", 1)],
+        ));
+        x = out;
+        if !last {
+            let relu = format!("head.{i}.relu");
+            graph
+                .node
+                .push(builder::node("Relu", &relu, &[&x], &[&relu], vec![]));
+            x = relu;
+        }
+    }
+    graph.node.push(builder::node(
+        "Softmax",
+        "probs",
+        &["logits"],
+        &["probs"],
+        vec![builder::attr_int("axis", 1)],
+    ));
+    let classes = layers.last().map_or(0, |l| l.outputs) as i64;
+    let features_info = graph
+        .output
+        .first()
+        .cloned()
+        .unwrap_or_else(|| untyped_f32(features));
+    let batch: builder::Dim = Err("batch");
+    graph.output = vec![
+        builder::value_info_f32("logits", &[batch, Ok(classes)]),
+        builder::value_info_f32("probs", &[batch, Ok(classes)]),
+        features_info,
+    ];
     Ok(())
 }
 

@@ -341,3 +341,59 @@ fn garbage_weights_are_import_errors() {
         "lists the known ones: {err}"
     );
 }
+
+#[test]
+fn graft_replaces_the_classifier_and_refuses_bad_heads() {
+    use scion_onnx::patch::Dense;
+    let dense = |inputs: usize, outputs: usize| Dense {
+        weight: vec![0.01; inputs * outputs],
+        bias: vec![0.0; outputs],
+        inputs,
+        outputs,
+    };
+    let mut model = lite0();
+    Patch::GraftHead {
+        features: "features".into(),
+        layers: vec![dense(1280, 32), dense(32, 3)],
+    }
+    .apply(&mut model)
+    .expect("graft");
+    let g = model.graph.as_ref().expect("graph");
+    let outputs: Vec<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(outputs, ["logits", "probs", "features"]);
+    assert_eq!(graph::value_shape(&g.output[0]), Some(vec![None, Some(3)]));
+    assert!(
+        g.initializer
+            .iter()
+            .all(|t| !t.name.starts_with("classifier")),
+        "the old head is gone"
+    );
+    assert_eq!(g.node.iter().filter(|n| n.op_type == "Gemm").count(), 2);
+    io::validate(&model).expect("valid");
+
+    let mut model = lite0();
+    let before = model.clone();
+    let mismatched = Patch::GraftHead {
+        features: "features".into(),
+        layers: vec![dense(1280, 32), dense(16, 3)],
+    };
+    assert!(
+        mismatched
+            .apply(&mut model)
+            .expect_err("32 -> 16")
+            .to_string()
+            .contains("feeds")
+    );
+    let wrong_input = Patch::GraftHead {
+        features: "nope".into(),
+        layers: vec![dense(1280, 3)],
+    };
+    assert!(
+        wrong_input
+            .apply(&mut model)
+            .expect_err("no tensor")
+            .to_string()
+            .contains("nope")
+    );
+    assert_eq!(model, before, "a refused graft changes nothing");
+}
