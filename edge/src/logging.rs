@@ -3,9 +3,20 @@
 
 use std::io::IsTerminal;
 
-/// Install the global subscriber. `verbose` counts `-v` flags; `quiet` keeps warnings only.
-pub fn init(verbose: u8, quiet: bool) {
-    let default = match (quiet, verbose) {
+/// The logging flags every scion binary takes (flatten into the top-level parser).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct LogArgs {
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors; no progress bar.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// Install the global subscriber for the given flags.
+pub fn init(args: LogArgs) {
+    let default = match (args.quiet, args.verbose) {
         (true, _) => "warn",
         (false, 0) => "warn,scion_edge=info,scion_onnx=info,scion_trainer=info",
         (false, 1) => "info,scion_edge=debug,scion_onnx=debug,scion_trainer=debug",

@@ -16,12 +16,8 @@ use scion_edge::engine::{EngineKind, EngineOptions, Policy};
 #[derive(Debug, Parser)]
 #[command(name = "scion-edge", version, about, long_about = None)]
 struct Cli {
-    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-    /// Only warnings and errors; no progress bar.
-    #[arg(short, long, global = true)]
-    quiet: bool,
+    #[command(flatten)]
+    log: scion_edge::logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -142,9 +138,9 @@ impl ContractArgs {
 /// Parse arguments and run; returns the process exit status.
 pub fn run() -> Result<i32> {
     let cli = Cli::parse();
-    scion_edge::logging::init(cli.verbose, cli.quiet);
+    scion_edge::logging::init(cli.log);
     match cli.command {
-        Command::Classify(args) => classify::run(args, cli.quiet),
+        Command::Classify(args) => classify::run(args, cli.log.quiet),
         Command::Import(args) => import::run(args).map(|_| 0),
         Command::Info(args) => info::run(args).map(|_| 0),
     }

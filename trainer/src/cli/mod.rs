@@ -10,12 +10,8 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "scion", version, about, long_about = None)]
 struct Cli {
-    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-    /// Only warnings and errors.
-    #[arg(short, long, global = true)]
-    quiet: bool,
+    #[command(flatten)]
+    log: scion_edge::logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,7 +26,7 @@ enum Command {
 /// Parse arguments and run; returns the process exit status.
 pub fn run() -> Result<i32> {
     let cli = Cli::parse();
-    scion_edge::logging::init(cli.verbose, cli.quiet);
+    scion_edge::logging::init(cli.log);
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
     }
