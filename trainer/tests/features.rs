@@ -62,6 +62,16 @@ fn images(dir: &Path, per_class: usize) -> Vec<PathBuf> {
     files
 }
 
+/// Extract with the settings every test uses: batches of 8, two decode threads.
+fn extract_all(
+    files: &[PathBuf],
+    contract: &scion_onnx::card::Preprocessing,
+    session: &mut dyn Session,
+    cache: &mut FeatureCache,
+) -> Extracted {
+    extract(files, contract, "features", session, cache, 8, 2).expect("extract")
+}
+
 fn key(model: &Model) -> CacheKey {
     CacheKey {
         backbone_sha256: scion_onnx::import::sha256_hex(&model.bytes),
@@ -85,16 +95,7 @@ fn features_are_computed_once_then_read_back_identically() {
     let Extracted {
         features: first,
         stats,
-    } = extract(
-        &files,
-        &contract,
-        "features",
-        session.as_mut(),
-        &mut cache,
-        8,
-        2,
-    )
-    .expect("extract");
+    } = extract_all(&files, &contract, session.as_mut(), &mut cache);
     assert_eq!(
         (stats.computed, stats.cached, stats.failed.len()),
         (30, 0, 0)
@@ -125,16 +126,7 @@ fn features_are_computed_once_then_read_back_identically() {
     let Extracted {
         features: second,
         stats,
-    } = extract(
-        &files,
-        &contract,
-        "features",
-        session.as_mut(),
-        &mut cache,
-        8,
-        2,
-    )
-    .expect("extract");
+    } = extract_all(&files, &contract, session.as_mut(), &mut cache);
     assert_eq!((stats.computed, stats.cached), (0, 30));
     assert_eq!(first, second);
 
@@ -144,16 +136,12 @@ fn features_are_computed_once_then_read_back_identically() {
     assert_ne!(other.digest(), key(&model).digest());
     let mut cache = FeatureCache::open(&cache_root, &other, 1280).expect("other key");
     assert!(cache.is_empty());
-    let Extracted { stats, .. } = extract(
+    let Extracted { stats, .. } = extract_all(
         &files[..4],
         &other.preprocessing,
-        "features",
         session.as_mut(),
         &mut cache,
-        8,
-        2,
-    )
-    .expect("extract");
+    );
     assert_eq!(stats.computed, 4);
 }
 
@@ -169,16 +157,12 @@ fn unreadable_images_are_skipped_and_counted() {
     let mut session = session(&model);
     let mut cache =
         FeatureCache::open(&dir.path().join("cache"), &key(&model), 1280).expect("cache");
-    let Extracted { features, stats } = extract(
+    let Extracted { features, stats } = extract_all(
         &files,
         &model.card.preprocessing,
-        "features",
         session.as_mut(),
         &mut cache,
-        4,
-        2,
-    )
-    .expect("extract");
+    );
     assert_eq!(stats.computed, 10);
     assert_eq!(stats.failed.len(), 2);
     assert!(features[10].is_none() && features[11].is_none());
