@@ -2,6 +2,7 @@
 //! model card, engines behind one trait (ONNX Runtime, tract), post-processing, and the
 //! offline batch classifier. No training dependencies.
 
+pub mod augment;
 pub mod classifier;
 pub mod classify;
 pub mod engine;

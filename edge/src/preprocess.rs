@@ -64,7 +64,7 @@ pub fn preprocess_into(
 
 /// The smallest decoded size that still lets the resize step only shrink: JPEGs larger than
 /// this are decoded at a reduced DCT scale, which saves most of the decode cost.
-fn decode_target(contract: &Preprocessing) -> DecodeTarget {
+pub(crate) fn decode_target(contract: &Preprocessing) -> DecodeTarget {
     match contract.resize {
         Resize::ShorterSide { size } => DecodeTarget::ShorterSide(size),
         Resize::Exact { width, height } => DecodeTarget::Both(width, height),
@@ -245,6 +245,19 @@ fn resize_and_crop(
     let left = ((rw - cw) / 2.0).round();
     let top = ((rh - ch) / 2.0).round();
     let (sx, sy) = (w / rw, h / rh);
+    let region = [left * sx, top * sy, cw * sx, ch * sy];
+    resample(image, region, (cw as u32, ch as u32), contract.filter)
+}
+
+/// Resample the source `region` (`[left, top, width, height]` in source pixels, fractional
+/// allowed) of `image` to `size`, with the card's filter. Shared by the deterministic
+/// contract and the training augmentations, so both resample alike.
+pub(crate) fn resample(
+    image: &RgbImage,
+    region: [f64; 4],
+    size: (u32, u32),
+    filter: ResizeFilter,
+) -> Result<RgbImage, PreprocessError> {
     let src = fir::images::ImageRef::new(
         image.width,
         image.height,
@@ -252,23 +265,23 @@ fn resize_and_crop(
         fir::PixelType::U8x3,
     )
     .map_err(|e| PreprocessError::Decode(e.to_string()))?;
-    let mut dst = fir::images::Image::new(cw as u32, ch as u32, fir::PixelType::U8x3);
-    let alg = match contract.filter {
+    let mut dst = fir::images::Image::new(size.0, size.1, fir::PixelType::U8x3);
+    let alg = match filter {
         ResizeFilter::Nearest => fir::ResizeAlg::Nearest,
         ResizeFilter::Bilinear => fir::ResizeAlg::Convolution(fir::FilterType::Bilinear),
         ResizeFilter::Bicubic => fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom),
         ResizeFilter::Lanczos3 => fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3),
     };
-    let options =
-        fir::ResizeOptions::new()
-            .resize_alg(alg)
-            .crop(left * sx, top * sy, cw * sx, ch * sy);
+    let [left, top, width, height] = region;
+    let options = fir::ResizeOptions::new()
+        .resize_alg(alg)
+        .crop(left, top, width, height);
     RESIZER
         .with_borrow_mut(|r| r.resize(&src, &mut dst, &options))
         .map_err(|e| PreprocessError::Decode(format!("resize: {e}")))?;
     Ok(RgbImage {
-        width: cw as u32,
-        height: ch as u32,
+        width: size.0,
+        height: size.1,
         pixels: dst.into_vec(),
     })
 }
@@ -280,7 +293,7 @@ thread_local! {
 
 /// `(x * scale - mean) / std` per channel through a 256-entry table, in the card's channel
 /// order and layout.
-fn normalise(image: &RgbImage, contract: &Preprocessing, out: &mut [f32]) {
+pub(crate) fn normalise(image: &RgbImage, contract: &Preprocessing, out: &mut [f32]) {
     let mut lut = [[0f32; 256]; 3];
     for (c, table) in lut.iter_mut().enumerate() {
         for (v, slot) in table.iter_mut().enumerate() {

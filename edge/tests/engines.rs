@@ -259,3 +259,25 @@ fn a_grafted_head_computes_exactly_what_it_says_on_both_engines() {
         assert!(worst < 1e-4, "ort vs tract on the grafted model: {worst}");
     }
 }
+
+#[test]
+fn augmented_views_of_a_real_photo_keep_their_class() {
+    use scion_edge::augment::{Augmentation, preprocess_augmented};
+    let mut c = classifier(EngineKind::OrtCpu);
+    let bytes = std::fs::read(common::photo("gold_fish.jpg")).expect("photo");
+    let mild = Augmentation {
+        scale: (0.5, 1.0),
+        ..Augmentation::default()
+    };
+    let views: Vec<f32> = (0..8)
+        .flat_map(|seed| {
+            preprocess_augmented(&bytes, &c.card().preprocessing, &mild, seed).expect("view")
+        })
+        .collect();
+    let probs = c.probabilities(views, 8).expect("inference");
+    let goldfish = probs.iter().filter(|p| argmax(p) == 1).count();
+    eprintln!("augmented goldfish views classified as goldfish: {goldfish}/8");
+    assert!(goldfish >= 6, "{goldfish}/8 views kept their class");
+    let distinct: std::collections::BTreeSet<u32> = probs.iter().map(|p| p[1].to_bits()).collect();
+    assert_eq!(distinct.len(), 8, "every view differs");
+}
