@@ -5,6 +5,8 @@
 
 use scion_onnx::card::Preprocessing;
 
+use crate::rng::SplitMix64 as Rng;
+
 use crate::preprocess::{
     PreprocessError, RgbImage, decode_rgb, decode_target, normalise, resample, tensor_len,
 };
@@ -30,23 +32,6 @@ impl Default for Augmentation {
             flip: 0.5,
             jitter: 0.2,
         }
-    }
-}
-
-/// SplitMix64: the view is a pure function of the seed, so a cached augmented view can be
-/// recomputed exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.next_f32()
     }
 }
 
@@ -126,7 +111,8 @@ pub fn preprocess_augmented(
     augmentation: &Augmentation,
     seed: u64,
 ) -> Result<Vec<f32>, PreprocessError> {
-    let mut rng = Rng(seed);
+    // The view is a pure function of the seed, so a cached augmented view can be recomputed.
+    let mut rng = Rng::new(seed);
     let image = decode_rgb(bytes, Some(decode_target(contract)))?;
     let region = random_box(image.width, image.height, augmentation, &mut rng);
     let mut view = resample(&image, region, contract.output_size(), contract.filter)?;
@@ -142,30 +128,11 @@ pub fn preprocess_augmented(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scion_onnx::card::{ColorOrder, Layout, Resize, ResizeFilter};
+
+    use crate::preprocess::test_support::{png, square_contract};
 
     fn contract() -> Preprocessing {
-        Preprocessing {
-            color: ColorOrder::Rgb,
-            resize: Resize::ShorterSide { size: 16 },
-            filter: ResizeFilter::Bilinear,
-            crop: Some([8, 8]),
-            scale: 1.0,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            layout: Layout::Nchw,
-        }
-    }
-
-    fn png(width: u32, height: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb(f(x, y)));
-        let mut bytes = Vec::new();
-        img.write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .expect("encode png");
-        bytes
+        square_contract(16, 8, 0.0, 1.0)
     }
 
     #[test]
@@ -205,7 +172,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_in_range_and_crops_fall_inside_the_image() {
-        let mut rng = Rng(5);
+        let mut rng = Rng::new(5);
         for _ in 0..200 {
             let [l, t, w, h] = random_box(640, 480, &Augmentation::default(), &mut rng);
             assert!(l >= 0.0 && t >= 0.0 && l + w <= 640.0 + 1e-3 && h + t <= 480.0 + 1e-3);

@@ -11,6 +11,7 @@ pub mod model;
 pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
+pub mod rng;
 
 pub use classifier::Classifier;
 pub use model::{ContractOverrides, Model};

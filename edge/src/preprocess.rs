@@ -327,24 +327,27 @@ pub(crate) fn normalise(image: &RgbImage, contract: &Preprocessing, out: &mut [f
     }
 }
 
+/// Helpers for the unit tests of preprocessing and augmentation.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
 
-    fn contract() -> Preprocessing {
+    /// RGB, shorter side to `size`, centre crop `crop`, `(x - mean) / std`, NCHW.
+    pub(crate) fn square_contract(size: u32, crop: u32, mean: f32, std: f32) -> Preprocessing {
         Preprocessing {
             color: ColorOrder::Rgb,
-            resize: Resize::ShorterSide { size: 8 },
+            resize: Resize::ShorterSide { size },
             filter: ResizeFilter::Bilinear,
-            crop: Some([4, 4]),
+            crop: Some([crop, crop]),
             scale: 1.0,
-            mean: [127.0; 3],
-            std: [128.0; 3],
+            mean: [mean; 3],
+            std: [std; 3],
             layout: Layout::Nchw,
         }
     }
 
-    fn png(width: u32, height: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    /// A PNG whose pixel (x, y) is `f(x, y)`.
+    pub(crate) fn png(width: u32, height: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
         let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb(f(x, y)));
         let mut bytes = Vec::new();
         img.write_to(
@@ -353,6 +356,16 @@ mod tests {
         )
         .expect("encode png");
         bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{png, square_contract};
+    use super::*;
+
+    fn contract() -> Preprocessing {
+        square_contract(8, 4, 127.0, 128.0)
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use scion_edge::classify::inputs::{has_image_extension, is_hidden};
+use scion_edge::rng::SplitMix64;
 
 /// Names of the split folders recognised in the split layout.
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];
@@ -87,31 +88,6 @@ pub fn scan_classes(dir: &Path) -> Result<BTreeMap<String, Vec<PathBuf>>, Datase
 /// Whether `root` uses the split layout (`train/` present).
 pub fn has_split_layout(root: &Path) -> bool {
     root.join("train").is_dir()
-}
-
-/// A small deterministic generator (SplitMix64), so splits depend only on the seed.
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// Seeded generator.
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Fisher-Yates shuffle.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
 }
 
 fn to_samples(classes: &[String], files: &BTreeMap<String, Vec<PathBuf>>) -> Vec<Sample> {
