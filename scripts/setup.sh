@@ -19,8 +19,9 @@ say() { if [ -t 2 ]; then printf '\033[1msetup:\033[0m %s\n' "$*" >&2; else prin
 
 # --- Debian packages ---------------------------------------------------------------------
 # cmake and nasm build the vendored libjpeg-turbo (with SIMD) that decodes JPEGs;
-# dataset-fashion-mnist (MIT) puts the Fashion-MNIST IDX files in /usr/share/datasets.
-packages=(build-essential pkg-config cmake nasm python3 python3-pip ca-certificates dataset-fashion-mnist)
+# dataset-fashion-mnist (MIT) puts the Fashion-MNIST IDX files in /usr/share/datasets;
+# fonts-dejavu-core gives the training plots their text (read directly, no fontconfig).
+packages=(build-essential pkg-config cmake nasm python3 python3-pip ca-certificates dataset-fashion-mnist fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -37,7 +38,7 @@ if ((${#missing[@]})); then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust >= 1.92 with rustup" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust >= 1.95 with rustup" >&2; exit 1; }
 
 # --- Registry downloads ------------------------------------------------------------------
 mkdir -p "$assets/wheels" "$assets/onnxruntime" "$assets/photos" "$root/models"

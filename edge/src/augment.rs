@@ -111,11 +111,22 @@ pub fn preprocess_augmented(
     augmentation: &Augmentation,
     seed: u64,
 ) -> Result<Vec<f32>, PreprocessError> {
+    let image = decode_rgb(bytes, Some(decode_target(contract)))?;
+    augment_decoded(&image, contract, augmentation, seed)
+}
+
+/// [`preprocess_augmented`] of an image already decoded with
+/// [`crate::preprocess::decode_for`] (for loaders that keep decoded images in memory).
+pub fn augment_decoded(
+    image: &RgbImage,
+    contract: &Preprocessing,
+    augmentation: &Augmentation,
+    seed: u64,
+) -> Result<Vec<f32>, PreprocessError> {
     // The view is a pure function of the seed, so a cached augmented view can be recomputed.
     let mut rng = Rng::new(seed);
-    let image = decode_rgb(bytes, Some(decode_target(contract)))?;
     let region = random_box(image.width, image.height, augmentation, &mut rng);
-    let mut view = resample(&image, region, contract.output_size(), contract.filter)?;
+    let mut view = resample(image, region, contract.output_size(), contract.filter)?;
     if rng.next_f32() < augmentation.flip {
         flip_horizontally(&mut view);
     }

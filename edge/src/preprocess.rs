@@ -55,9 +55,23 @@ pub fn preprocess_into(
     contract: &Preprocessing,
     out: &mut [f32],
 ) -> Result<(), PreprocessError> {
-    let target = decode_target(contract);
-    let image = decode_rgb(bytes, Some(target))?;
-    let resized = resize_and_crop(&image, contract)?;
+    let image = decode_for(bytes, contract)?;
+    preprocess_decoded(&image, contract, out)
+}
+
+/// Decode `bytes` as small as `contract` allows (the decode step of [`preprocess`]), for
+/// callers that keep decoded images in memory.
+pub fn decode_for(bytes: &[u8], contract: &Preprocessing) -> Result<RgbImage, PreprocessError> {
+    decode_rgb(bytes, Some(decode_target(contract)))
+}
+
+/// The rest of [`preprocess_into`] after decoding: resize, crop, normalise.
+pub fn preprocess_decoded(
+    image: &RgbImage,
+    contract: &Preprocessing,
+    out: &mut [f32],
+) -> Result<(), PreprocessError> {
+    let resized = resize_and_crop(image, contract)?;
     normalise(&resized, contract, out);
     Ok(())
 }

@@ -13,8 +13,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use scion_edge::engine::{EngineError, Session, Tensor};
-use scion_edge::pipeline::for_each_batch;
+use scion_edge::pipeline::{Throughput, for_each_prepared};
 use scion_onnx::card::Preprocessing;
+
+use crate::loader::{Loader, View};
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 8] = b"SCIONFC1";
@@ -66,6 +68,9 @@ pub enum FeatureError {
     /// The backbone failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The caller asked to stop; what was computed so far is in the cache.
+    #[error("interrupted; the features computed so far are cached")]
+    Interrupted,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> FeatureError + '_ {
@@ -190,7 +195,7 @@ impl FeatureCache {
 }
 
 /// What an extraction did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExtractStats {
     /// Images run through the backbone.
     pub computed: usize,
@@ -198,6 +203,8 @@ pub struct ExtractStats {
     pub cached: usize,
     /// Images that could not be read or decoded, with the reason (skipped).
     pub failed: Vec<(PathBuf, String)>,
+    /// Loader and engine rates of the images computed.
+    pub throughput: Throughput,
 }
 
 /// The result of [`extract`].
@@ -209,16 +216,22 @@ pub struct Extracted {
     pub stats: ExtractStats,
 }
 
-/// Features for every image in `paths` (`None` for unreadable ones), computing only those
-/// missing from `cache` with `session`, `threads` decode threads and batches of `batch`.
+/// Features for every image in `paths` (`None` for unreadable ones) in `view`, computing
+/// only those missing from `cache` with `session`, `threads` loader threads and batches of
+/// `batch`.
+/// `progress` hears how many images are done after each batch, and stops the work (with
+/// [`FeatureError::Interrupted`]) by returning false.
+#[allow(clippy::too_many_arguments)]
 pub fn extract(
     paths: &[PathBuf],
-    contract: &Preprocessing,
+    loader: &Loader,
+    view: &View,
     feature_tensor: &str,
     session: &mut dyn Session,
     cache: &mut FeatureCache,
     batch: usize,
     threads: usize,
+    progress: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Extracted, FeatureError> {
     let mut stats = ExtractStats::default();
     let mut hashes = Vec::with_capacity(paths.len());
@@ -230,14 +243,23 @@ pub fn extract(
         .collect();
     let mut is_missing = vec![false; paths.len()];
     missing.iter().for_each(|&i| is_missing[i] = true);
-    let missing_paths: Vec<&PathBuf> = missing.iter().map(|&i| &paths[i]).collect();
     let dim = cache.dim();
     let mut failed = HashMap::new();
-    for_each_batch(
-        &missing_paths,
-        contract,
+    let already = paths.len() - missing.len();
+    if !progress(already) {
+        return Err(FeatureError::Interrupted);
+    }
+    let contract = loader.contract();
+    let throughput = for_each_prepared(
+        missing.len(),
+        loader.tensor_len(),
         batch,
         threads,
+        |j| {
+            let i = missing[j];
+            let hash = hashes[i].as_ref().expect("only readable files are missing");
+            loader.prepare(&paths[i], hash, view)
+        },
         |b| -> Result<(), FeatureError> {
             let n = b.indices.len();
             let input = Tensor {
@@ -269,13 +291,18 @@ pub fn extract(
                 .collect();
             cache.insert_all(items)?;
             stats.computed += n;
-            Ok(())
+            if progress(already + stats.computed) {
+                Ok(())
+            } else {
+                Err(FeatureError::Interrupted)
+            }
         },
         |j, error| {
             failed.insert(missing[j], error);
             Ok(())
         },
     )?;
+    stats.throughput = throughput;
     let mut out = Vec::with_capacity(paths.len());
     for (i, hash) in hashes.iter().enumerate() {
         match hash {

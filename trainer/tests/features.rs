@@ -69,7 +69,20 @@ fn extract_all(
     session: &mut dyn Session,
     cache: &mut FeatureCache,
 ) -> Extracted {
-    extract(files, contract, "features", session, cache, 8, 2).expect("extract")
+    let loader = scion_trainer::loader::Loader::new(contract.clone(), false);
+    let view = scion_trainer::loader::View::Eval;
+    extract(
+        files,
+        &loader,
+        &view,
+        "features",
+        session,
+        cache,
+        8,
+        2,
+        &mut |_| true,
+    )
+    .expect("extract")
 }
 
 fn key(model: &Model) -> CacheKey {

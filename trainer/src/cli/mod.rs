@@ -1,12 +1,14 @@
 //! Command-line interface of `scion`. Exit status: 0 success, 1 error (or lint errors).
 
 mod data;
+mod eval;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-/// Transfer learning on images: prepare data, (soon) train a new head on a frozen
-/// pretrained backbone, and export a self-describing ONNX model for scion-edge.
+/// Transfer learning on images: prepare data, train a new head on a frozen pretrained
+/// backbone, and export a self-describing ONNX model that scion-edge runs identically.
 #[derive(Debug, Parser)]
 #[command(name = "scion", version, about, long_about = None)]
 struct Cli {
@@ -21,6 +23,10 @@ enum Command {
     /// Prepare and check labelled image folders.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Train a new head on frozen backbone features and export one ONNX model.
+    Train(train::TrainArgs),
+    /// Score an exported model on a labelled folder.
+    Eval(eval::EvalArgs),
 }
 
 /// Parse arguments and run; returns the process exit status.
@@ -29,5 +35,7 @@ pub fn run() -> Result<i32> {
     scion_edge::logging::init(cli.log);
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
+        Command::Train(args) => train::run_train(args),
+        Command::Eval(args) => eval::run_eval(args),
     }
 }

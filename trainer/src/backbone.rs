@@ -1,0 +1,118 @@
+//! The frozen pretrained network: its card (preprocessing), its hash, and the feature
+//! tensor the new head reads, found automatically or named with `--feature-tensor`.
+
+use std::path::{Path, PathBuf};
+
+use scion_edge::engine::{self, EngineKind, EngineOptions, ModelSpec, Session, Tensor};
+use scion_edge::{ContractOverrides, Model};
+use scion_onnx::patch::Patch;
+use sha2::{Digest, Sha256};
+
+/// The backbone cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackboneError {
+    /// Loading or checking the model failed.
+    #[error(transparent)]
+    Model(#[from] scion_edge::model::ModelError),
+    /// The feature tensor is missing or ambiguous.
+    #[error("{path}: {message}")]
+    Features {
+        /// The backbone file.
+        path: PathBuf,
+        /// What is wrong, with the candidates.
+        message: String,
+    },
+    /// The engine could not run it.
+    #[error(transparent)]
+    Engine(#[from] scion_edge::engine::EngineError),
+}
+
+/// A loaded backbone.
+pub struct Backbone {
+    /// The model as loaded (bytes, graph, card).
+    pub model: Model,
+    /// sha256 of the file, which keys the feature cache.
+    pub sha256: String,
+    /// The tensor the head reads.
+    pub feature_tensor: String,
+    /// The backbone cut at the feature tensor: what feature extraction runs.
+    pub cut_bytes: Vec<u8>,
+}
+
+impl Backbone {
+    /// Load `path` and find its feature tensor (or check the one given).
+    pub fn load(path: &Path, feature_tensor: Option<&str>) -> Result<Backbone, BackboneError> {
+        let model = Model::load(path, &ContractOverrides::default())?;
+        let sha256 = hex::encode(Sha256::digest(&model.bytes));
+        let graph = model.proto.graph.clone().unwrap_or_default();
+        let features_err = |message: String| BackboneError::Features {
+            path: path.into(),
+            message,
+        };
+        let tensor = match feature_tensor {
+            Some(name) => name.to_string(),
+            None => {
+                scion_onnx::graph::find_feature_tensor(&graph)
+                    .map_err(|e| features_err(format!("{e}; pass one with --feature-tensor NAME")))?
+                    .tensor
+            }
+        };
+        let mut cut = model.proto.clone();
+        Patch::CutAt {
+            outputs: vec![tensor.clone()],
+        }
+        .apply(&mut cut)
+        .map_err(|e| features_err(format!("--feature-tensor {tensor}: {e}")))?;
+        Ok(Backbone {
+            sha256,
+            feature_tensor: tensor,
+            cut_bytes: scion_onnx::io::encode(&cut),
+            model,
+        })
+    }
+
+    /// A session computing the feature tensor on `kind`.
+    pub fn feature_session(
+        &self,
+        kind: EngineKind,
+        options: &EngineOptions,
+    ) -> Result<Box<dyn Session>, BackboneError> {
+        let outputs = [self.feature_tensor.clone()];
+        let spec = ModelSpec {
+            bytes: &self.cut_bytes,
+            input: &self.model.card.tensors.input,
+            outputs: &outputs,
+            input_shape: self.model.card.preprocessing.input_shape(1),
+        };
+        Ok(engine::prepare(kind, &spec, options)?)
+    }
+
+    /// Length of the feature vector, measured by running one blank image; a tensor that is
+    /// not `[batch, n]` is refused with a hint.
+    pub fn feature_dim(&self, session: &mut dyn Session) -> Result<usize, BackboneError> {
+        let shape = self.model.card.preprocessing.input_shape(1);
+        let input = Tensor {
+            data: vec![0.0; shape.iter().product()],
+            shape,
+        };
+        let outputs = session.run(&input)?;
+        let features =
+            outputs
+                .get(&self.feature_tensor)
+                .ok_or_else(|| BackboneError::Features {
+                    path: self.model.path.clone(),
+                    message: format!("no output '{}'", self.feature_tensor),
+                })?;
+        match features.shape[..] {
+            [1, n] if n > 0 => Ok(n),
+            _ => Err(BackboneError::Features {
+                path: self.model.path.clone(),
+                message: format!(
+                    "feature tensor '{}' has shape {:?}, expected [batch, n]: pick a pooled or \
+                     flattened tensor with --feature-tensor",
+                    self.feature_tensor, features.shape
+                ),
+            }),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use scion_edge::engine::{EngineKind, EngineOptions, Policy};
+use scion_edge::{Classifier, ContractOverrides, Model};
+use scion_trainer::dataset::Dataset;
+use scion_trainer::metrics::Metrics;
+use scion_trainer::score::score;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SplitName {
+    /// The validation split (the val/ folder, or the held-out share recorded in the card).
+    Val,
+    /// The test/ folder.
+    Test,
+    /// The training split.
+    Train,
+}
+
+/// Evaluate an exported model on a labelled folder, the same way `scion train` validates:
+/// top-1, top-5, per-class precision/recall and the confusion matrix.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The model (with a card whose labels match the data set's classes).
+    #[arg(long, value_name = "MODEL")]
+    model: PathBuf,
+    /// Labelled images: DIR/<class>/* or DIR/{train,val,test}/<class>/*.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Which split to score.
+    #[arg(long, value_enum, default_value_t = SplitName::Val)]
+    split: SplitName,
+    /// Validation share when DIR has no val/ folder (default: as recorded in the card).
+    #[arg(long, value_name = "FRACTION")]
+    val_split: Option<f32>,
+    /// Seed of that split (default: as recorded in the card).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Engine: tensorrt, cuda, ort-cpu (alias ort) or tract (default: the best available).
+    #[arg(long, value_name = "NAME")]
+    engine: Option<EngineKind>,
+    /// Write metrics.json and confusion.png here.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Print the metrics as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Decode threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Path of libonnxruntime.so (default: $ORT_DYLIB_PATH, then beside the executable).
+    #[arg(long, value_name = "FILE")]
+    ort_lib: Option<PathBuf>,
+}
+
+pub fn run_eval(args: EvalArgs) -> Result<i32> {
+    let model = Model::load(&args.model, &ContractOverrides::default())?;
+    let training = model.card.provenance.training.clone().unwrap_or_default();
+    let val_split = args
+        .val_split
+        .or_else(|| training["val_split"].as_f64().map(|v| v as f32))
+        .unwrap_or(0.2);
+    let seed = args
+        .seed
+        .or_else(|| training["fit"]["seed"].as_u64())
+        .unwrap_or(0);
+    let dataset = Dataset::open(&args.data, val_split, seed)?;
+    if dataset.classes != model.card.labels {
+        bail!(
+            "{}: the model's labels {:?} differ from the classes of {}: {:?}",
+            args.model.display(),
+            model.card.labels,
+            args.data.display(),
+            dataset.classes
+        );
+    }
+    let samples = match args.split {
+        SplitName::Val => &dataset.val,
+        SplitName::Test => &dataset.test,
+        SplitName::Train => &dataset.train,
+    };
+    if samples.is_empty() {
+        bail!(
+            "{}: the {:?} split is empty",
+            args.data.display(),
+            args.split
+        );
+    }
+    let options = EngineOptions {
+        threads: 0,
+        ort_library: args.ort_lib.clone(),
+        spin_wait: false,
+    };
+    let policy = match args.engine {
+        Some(e) => Policy::prefer(e, true),
+        None => Policy::default(),
+    };
+    let selected = policy.select(&model.spec(), &options).with_context(|| {
+        format!(
+            "{}: no engine could prepare the model",
+            args.model.display()
+        )
+    })?;
+    let mut classifier = Classifier::new(selected.session, model.card.clone());
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
+    let bar = indicatif::ProgressBar::new(paths.len() as u64);
+    let scored = score(&mut classifier, &paths, 32, threads, &mut |done| {
+        bar.set_position(done as u64);
+        true
+    })?;
+    bar.finish_and_clear();
+    for (path, reason) in &scored.failed {
+        eprintln!("warning: {}: skipped: {reason}", path.display());
+    }
+    let (mut probs, mut labels) = (Vec::new(), Vec::new());
+    for (sample, p) in samples.iter().zip(&scored.probs) {
+        if let Some(p) = p {
+            probs.extend_from_slice(p);
+            labels.push(sample.class);
+        }
+    }
+    if labels.is_empty() {
+        bail!("no readable images in the {:?} split", args.split);
+    }
+    let metrics = Metrics::compute(&probs, &labels, &dataset.classes);
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+        let path = dir.join("metrics.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&metrics)?)
+            .with_context(|| path.display().to_string())?;
+        scion_trainer::plots::confusion(&metrics, &dir.join("confusion.png"))?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({
+                "engine": scored.engine.to_string(),
+                "skipped": scored.failed.len(),
+                "metrics": metrics,
+            }))?
+        );
+    } else {
+        println!(
+            "{} on {}: {}{}",
+            args.model.display(),
+            scored.engine,
+            metrics.summary(),
+            if scored.failed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} unreadable images skipped)", scored.failed.len())
+            }
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,275 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use scion_edge::engine::{EngineKind, EngineOptions};
+use scion_onnx::patch::Dense;
+use scion_trainer::device::DeviceKind;
+use scion_trainer::fit::{EpochRecord, FitConfig, FitObserver, OptimizerKind};
+use scion_trainer::head::HeadSpec;
+use scion_trainer::train::{TrainJob, TrainObserver, run};
+
+/// Train a new head on a frozen pretrained backbone and export one self-describing ONNX
+/// model (backbone + head + softmax + card), checked on every engine.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The backbone ONNX with a model card (e.g. from `scion-edge import`).
+    #[arg(long, value_name = "MODEL")]
+    backbone: PathBuf,
+    /// Labelled images: DIR/<class>/* or DIR/{train,val}/<class>/*.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Where to write the exported model.
+    #[arg(long, short, value_name = "MODEL.onnx")]
+    out: PathBuf,
+    /// The head: `linear`, or `mlp:N` (a hidden layer of N with ReLU and dropout).
+    #[arg(long, default_value = "linear", value_name = "linear|mlp:N")]
+    head: HeadSpec,
+    /// Maximum epochs.
+    #[arg(long, default_value_t = FitConfig::default().epochs)]
+    epochs: usize,
+    /// Peak learning rate (cosine-decayed to zero).
+    #[arg(long, default_value_t = FitConfig::default().lr)]
+    lr: f64,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = FitConfig::default().batch)]
+    batch: usize,
+    /// Seed of the validation split, the initial weights, shuffles and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adamw)]
+    optimizer: OptimizerKind,
+    /// Weight decay.
+    #[arg(long, default_value_t = FitConfig::default().weight_decay)]
+    weight_decay: f64,
+    /// Label smoothing of the training loss (0 to disable).
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Dropout before the output layer of an mlp head.
+    #[arg(long, default_value_t = FitConfig::default().dropout)]
+    dropout: f64,
+    /// Stop after N epochs without a lower validation loss (0: never).
+    #[arg(long, default_value_t = FitConfig::default().patience, value_name = "N")]
+    patience: usize,
+    /// Fraction of each class held out for validation when DIR has no val/ folder.
+    #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
+    val_split: f32,
+    /// Where the head trains and features are computed.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
+    /// The backbone tensor the head reads (default: found automatically).
+    #[arg(long, value_name = "NAME")]
+    feature_tensor: Option<String>,
+    /// Folder of cached backbone features.
+    #[arg(long, default_value = ".scion/cache", value_name = "DIR")]
+    cache: PathBuf,
+    /// Folder for metrics.json, plots and the checkpoint (default: beside --out).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Decode threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Images per backbone call.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    extract_batch: usize,
+    /// Train on N augmented views of each image (random resized crop, flip, colour
+    /// jitter), one per epoch in turn, instead of the plain view. Each view's features are
+    /// cached like the plain ones.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    aug_views: usize,
+    /// Keep decoded images in memory between views (on by itself for 2+ views).
+    #[arg(long)]
+    keep_decoded: bool,
+    /// Largest probability difference the parity check allows.
+    #[arg(long, default_value_t = 1e-4)]
+    tolerance: f32,
+    /// Path of libonnxruntime.so (default: $ORT_DYLIB_PATH, then beside the executable).
+    #[arg(long, value_name = "FILE")]
+    ort_lib: Option<PathBuf>,
+}
+
+pub fn run_train(args: TrainArgs) -> Result<i32> {
+    if !(0.0..1.0).contains(&args.label_smoothing) {
+        bail!(
+            "--label-smoothing {} must be in [0, 1)",
+            args.label_smoothing
+        );
+    }
+    if !(0.0..1.0).contains(&args.dropout) {
+        bail!("--dropout {} must be in [0, 1)", args.dropout);
+    }
+    if args.epochs == 0 || args.batch == 0 {
+        bail!("--epochs and --batch must be at least 1");
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    let report_dir = args.report.clone().unwrap_or_else(|| {
+        let stem = args
+            .out
+            .file_stem()
+            .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+        args.out.with_file_name(format!("{stem}.report"))
+    });
+    let mut parity_engines = vec![EngineKind::OrtCpu, EngineKind::Tract];
+    if args.device == DeviceKind::Cuda {
+        parity_engines.insert(0, EngineKind::Cuda);
+    }
+    let job = TrainJob {
+        backbone: args.backbone,
+        data: args.data,
+        out: args.out,
+        report_dir,
+        cache_dir: args.cache,
+        feature_tensor: args.feature_tensor,
+        val_split: args.val_split,
+        fit: FitConfig {
+            head: args.head,
+            epochs: args.epochs,
+            lr: args.lr,
+            batch: args.batch,
+            seed: args.seed,
+            optimizer: args.optimizer,
+            weight_decay: args.weight_decay,
+            label_smoothing: args.label_smoothing,
+            dropout: args.dropout,
+            patience: args.patience,
+        },
+        device: args.device,
+        threads,
+        extract_batch: args.extract_batch,
+        keep_decoded: args.keep_decoded,
+        aug_views: args.aug_views,
+        engine: EngineOptions {
+            threads: 0,
+            ort_library: args.ort_lib,
+            spin_wait: false,
+        },
+        parity_engines,
+        tolerance: args.tolerance,
+    };
+
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let interrupt = interrupt.clone();
+        ctrlc::set_handler(move || {
+            if interrupt.swap(true, Ordering::SeqCst) {
+                // A second Ctrl-C: stop now.
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: finishing with the best epoch so far (Ctrl-C again to quit)");
+        })
+        .context("cannot install the Ctrl-C handler")?;
+    }
+    let mut bars = Bars::default();
+    let report = run(&job, &interrupt, &mut bars)
+        .with_context(|| format!("training on {}", job.data.display()))?;
+    bars.clear();
+    println!("validation: {}", report.metrics.summary());
+    for p in &report.parity {
+        println!(
+            "parity {:<8} {} images, {} top-1 mismatches, max |Δp| {:.2e} (≤ {:.0e}): {}",
+            p.engine,
+            p.images,
+            p.top1_mismatches,
+            p.max_prob_diff,
+            p.tolerance,
+            if p.passed { "ok" } else { "FAILED" }
+        );
+    }
+    if !report.skipped.is_empty() {
+        eprintln!(
+            "warning: {} unreadable images skipped (listed above)",
+            report.skipped.len()
+        );
+    }
+    println!(
+        "wrote {} and {}/ (metrics.json, curves.png, confusion.png)",
+        report.model.display(),
+        job.report_dir.display()
+    );
+    if !report.parity_passed() {
+        eprintln!("Error: the exported model does not match the trainer on every engine");
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+/// Progress bars on stderr: one per stage, one per epoch.
+#[derive(Default)]
+struct Bars {
+    bar: Option<ProgressBar>,
+}
+
+impl Bars {
+    fn new_bar(&mut self, total: usize, prefix: String) {
+        self.clear();
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>18} [{bar:30}] {pos}/{len} {per_sec:>12} eta {eta} {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(prefix);
+        self.bar = Some(bar);
+    }
+
+    fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl FitObserver for Bars {
+    fn batch(&mut self, epoch: usize, done: usize, total: usize) {
+        if done == 1 {
+            self.new_bar(total, format!("epoch {epoch}"));
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_position(done as u64);
+        }
+    }
+
+    fn epoch(&mut self, r: &EpochRecord, best: Option<&[Dense]>) {
+        self.clear();
+        eprintln!(
+            "epoch {:>3}  lr {:.2e}  train loss {:.4} acc {:5.1}%  val loss {:.4} acc {:5.1}%{}",
+            r.epoch,
+            r.lr,
+            r.train_loss,
+            100.0 * r.train_acc,
+            r.val_loss,
+            100.0 * r.val_acc,
+            if best.is_some() { "  *" } else { "" }
+        );
+    }
+}
+
+impl TrainObserver for Bars {
+    fn stage(&mut self, name: &str, total: Option<usize>) {
+        if name == "training" {
+            self.clear();
+            return;
+        }
+        self.new_bar(total.unwrap_or(0), name.to_string());
+    }
+
+    fn progress(&mut self, done: usize) -> bool {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done as u64);
+        }
+        true
+    }
+
+    fn finished(&mut self, summary: &str) {
+        self.clear();
+        eprintln!("{summary}");
+    }
+}

@@ -1,0 +1,202 @@
+//! PNG plots of a training run: loss and accuracy curves, and the confusion matrix. Text
+//! is drawn with `ab_glyph` from a TrueType file (DejaVu Sans from Debian's
+//! `fonts-dejavu-core`), so there is no fontconfig dependency.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::fit::EpochRecord;
+use crate::metrics::Metrics;
+
+/// Where the font is looked for, first hit wins (`SCION_FONT` overrides).
+pub const FONT_CANDIDATES: [&str; 2] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+/// A plot could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct PlotError {
+    /// The file being drawn, or the font.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn font_path() -> Option<PathBuf> {
+    std::env::var_os("SCION_FONT")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(FONT_CANDIDATES.iter().map(PathBuf::from))
+        .find(|p| p.is_file())
+}
+
+/// Register the font with plotters once per process.
+fn ensure_font() -> Result<(), PlotError> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let path = font_path().ok_or_else(|| {
+                format!(
+                    "no font found (install Debian's fonts-dejavu-core, or set SCION_FONT); looked at {}",
+                    FONT_CANDIDATES.join(", ")
+                )
+            })?;
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            // plotters keeps fonts for the life of the process.
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| format!("{}: not a usable TrueType font", path.display()))
+        })
+        .clone()
+        .map_err(|message| PlotError {
+            path: PathBuf::from("font"),
+            message,
+        })
+}
+
+fn plot_err(path: &Path) -> impl Fn(String) -> PlotError + '_ {
+    move |message| PlotError {
+        path: path.into(),
+        message,
+    }
+}
+
+/// Loss (left) and accuracy (right) per epoch, training and validation.
+pub fn curves(history: &[EpochRecord], best_epoch: usize, path: &Path) -> Result<(), PlotError> {
+    ensure_font()?;
+    let err = plot_err(path);
+    let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let (left, right) = root.split_horizontally(600);
+    let epochs = history.len().max(1) as f64;
+    let loss_max = history
+        .iter()
+        .flat_map(|r| [r.train_loss, r.val_loss])
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.05;
+    type Series = [fn(&EpochRecord) -> f64; 2];
+    let panels: [(&DrawingArea<_, _>, &str, f64, Series); 2] = [
+        (&left, "loss", loss_max, [|r| r.train_loss, |r| r.val_loss]),
+        (&right, "accuracy", 1.0, [|r| r.train_acc, |r| r.val_acc]),
+    ];
+    for (area, name, y_max, series) in panels {
+        let mut chart = ChartBuilder::on(area)
+            .caption(name, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0.5f64..epochs + 0.5, 0.0f64..y_max)
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        for (which, colour, get) in [("train", BLUE, series[0]), ("val", RED, series[1])] {
+            chart
+                .draw_series(LineSeries::new(
+                    history.iter().map(|r| (r.epoch as f64, get(r))),
+                    colour.stroke_width(2),
+                ))
+                .map_err(|e| err(e.to_string()))?
+                .label(which)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour));
+        }
+        if best_epoch > 0 {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    [(best_epoch as f64, 0.0), (best_epoch as f64, y_max)],
+                    BLACK.mix(0.3),
+                )))
+                .map_err(|e| err(e.to_string()))?;
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))
+}
+
+/// The confusion matrix as a heat map, rows normalised (recall on the diagonal), with counts.
+pub fn confusion(metrics: &Metrics, path: &Path) -> Result<(), PlotError> {
+    ensure_font()?;
+    let err = plot_err(path);
+    let k = metrics.confusion.len();
+    let cell = (560 / k.max(1)).clamp(12, 64) as u32;
+    let label_room = 150u32;
+    let side = cell * k as u32;
+    let root = BitMapBackend::new(path, (side + label_room + 20, side + label_room + 40))
+        .into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    root.draw(&Text::new(
+        format!(
+            "confusion (rows: true, columns: predicted), top-1 {:.1}%",
+            100.0 * metrics.top1
+        ),
+        (10, 8),
+        ("sans-serif", 16),
+    ))
+    .map_err(|e| err(e.to_string()))?;
+    let (x0, y0) = (label_room as i32, 40i32);
+    let font_size = (cell as f64 * 0.35).clamp(8.0, 14.0);
+    for (t, row) in metrics.confusion.iter().enumerate() {
+        let total = row.iter().sum::<usize>().max(1) as f64;
+        for (p, &count) in row.iter().enumerate() {
+            let share = count as f64 / total;
+            let shade = (255.0 * (1.0 - share)) as u8;
+            let (x, y) = (x0 + (p as u32 * cell) as i32, y0 + (t as u32 * cell) as i32);
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell as i32, y + cell as i32)],
+                RGBColor(shade, shade, 255).filled(),
+            ))
+            .map_err(|e| err(e.to_string()))?;
+            if count > 0 && cell >= 20 {
+                let colour = if share > 0.5 { WHITE } else { BLACK };
+                root.draw(&Text::new(
+                    count.to_string(),
+                    (x + 3, y + cell as i32 / 2 - 6),
+                    ("sans-serif", font_size).into_font().color(&colour),
+                ))
+                .map_err(|e| err(e.to_string()))?;
+            }
+        }
+        let name = &metrics.per_class[t].label;
+        root.draw(&Text::new(
+            shorten(name),
+            (6, y0 + (t as u32 * cell) as i32 + cell as i32 / 2 - 6),
+            ("sans-serif", font_size),
+        ))
+        .map_err(|e| err(e.to_string()))?;
+        root.draw(&Text::new(
+            shorten(name),
+            (
+                x0 + (t as u32 * cell) as i32 + cell as i32 / 2,
+                y0 + side as i32 + 6,
+            ),
+            ("sans-serif", font_size)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        ))
+        .map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))
+}
+
+fn shorten(name: &str) -> String {
+    if name.chars().count() > 18 {
+        name.chars().take(17).chain(['…']).collect()
+    } else {
+        name.to_string()
+    }
+}
