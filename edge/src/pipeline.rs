@@ -183,3 +183,48 @@ pub fn for_each_prepared<E>(
     stats.prepare_busy = Duration::from_nanos(busy_nanos.load(Ordering::Relaxed));
     result.map(|()| stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(prepare_ms: u64, consume_ms: u64) -> Throughput {
+        for_each_prepared(
+            12,
+            2,
+            3,
+            2,
+            |i| {
+                std::thread::sleep(Duration::from_millis(prepare_ms));
+                if i == 5 {
+                    Err("bad".into())
+                } else {
+                    Ok(vec![i as f32; 2])
+                }
+            },
+            |batch| -> Result<(), ()> {
+                std::thread::sleep(Duration::from_millis(consume_ms));
+                assert_eq!(batch.data.len(), 2 * batch.indices.len());
+                Ok(())
+            },
+            |i, e| {
+                assert_eq!((i, e.as_str()), (5, "bad"));
+                Ok(())
+            },
+        )
+        .expect("no callback fails")
+    }
+
+    #[test]
+    fn throughput_says_which_side_is_the_bottleneck() {
+        // Slow workers, instant consumer: the consumer starves.
+        let slow_loader = run(40, 0);
+        assert_eq!(slow_loader.images, 12);
+        assert!(slow_loader.loader_bound(), "{slow_loader:?}");
+        assert!(slow_loader.consumer_rate() > slow_loader.loader_rate());
+        // Instant workers, slow consumer: the queue is always full.
+        let slow_engine = run(0, 40);
+        assert!(!slow_engine.loader_bound(), "{slow_engine:?}");
+        assert!(slow_engine.loader_rate() > slow_engine.consumer_rate());
+    }
+}

@@ -1,6 +1,14 @@
-//! scion-trainer: everything that learns. So far: labelled image folders ([`dataset`]),
-//! their linting ([`lint`]), IDX conversion ([`idx`]) and cached backbone features
-//! ([`features`]).
+//! scion-trainer: everything that learns. The pipeline of `scion train` ([`train`]) in the
+//! order it runs:
+//!
+//! - [`dataset`]: labelled image folders and their split ([`lint`] checks them, [`idx`]
+//!   imports Fashion-MNIST);
+//! - [`backbone`]: the frozen network and its feature tensor;
+//! - [`loader`] + [`features`]: worker threads turn images into views, the backbone into
+//!   features, cached on disk;
+//! - [`head`] + [`fit`]: the new head trained with burn on a [`device`];
+//! - [`metrics`] + [`plots`]: how well it does;
+//! - [`export`] + [`score`]: the grafted ONNX model and its parity check on every engine.
 
 pub mod backbone;
 pub mod dataset;
