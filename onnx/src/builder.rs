@@ -59,6 +59,21 @@ pub fn tensor_values_f32(t: &TensorProto) -> Option<Vec<f32>> {
     }
 }
 
+/// Read an int64 tensor's values, from `raw_data` or `int64_data` (empty for other types).
+pub fn tensor_values_i64(t: &TensorProto) -> Vec<i64> {
+    if t.data_type != tensor_proto::DataType::Int64 as i32 {
+        return Vec::new();
+    }
+    if !t.raw_data.is_empty() {
+        t.raw_data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect()
+    } else {
+        t.int64_data.clone()
+    }
+}
+
 /// An integer attribute.
 pub fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {

@@ -21,6 +21,7 @@ pub mod idx;
 pub mod lint;
 pub mod loader;
 pub mod metrics;
+pub mod net;
 pub mod plots;
 pub mod score;
 pub mod train;

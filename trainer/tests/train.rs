@@ -7,33 +7,10 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use predicates::prelude::*;
 use predicates::str::contains;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn require(relative: &str) -> PathBuf {
-    let p = workspace().join(relative);
-    assert!(
-        p.exists(),
-        "{} missing; run scripts/setup.sh first",
-        p.display()
-    );
-    p
-}
+use scion_tests::{asset, ort_lib};
 
 fn backbone() -> PathBuf {
-    require("models/efficientnet-lite0.onnx")
-}
-
-fn ort_lib() -> PathBuf {
-    let dir = require("assets/onnxruntime");
-    std::fs::read_dir(&dir)
-        .expect("read assets/onnxruntime")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("libonnxruntime.so."))
-        .expect("libonnxruntime.so.*")
+    asset("models/efficientnet-lite0.onnx")
 }
 
 fn scion() -> Command {
@@ -139,7 +116,7 @@ fn unreadable_images_are_skipped_and_counted_and_the_run_is_repeatable() {
     let (data, cache) = (dir.path().join("data"), dir.path().join("cache"));
     fmnist(&data, 8, 3);
     std::fs::write(data.join("bag/broken.png"), b"not a png at all").expect("write");
-    let jpeg = std::fs::read(require("assets/photos/puppy.jpg")).expect("photo");
+    let jpeg = std::fs::read(asset("assets/photos/puppy.jpg")).expect("photo");
     std::fs::write(data.join("coat/cut.jpg"), &jpeg[..jpeg.len() / 2]).expect("write");
 
     let run = |name: &str| {

@@ -1,41 +1,20 @@
 //! Paths to the real assets that `scripts/setup.sh` installs.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn require(path: PathBuf) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{} is missing; run scripts/setup.sh first",
-        path.display()
-    );
-    path
-}
+pub use scion_tests::{asset, ort_lib, workspace};
 
 pub fn model() -> PathBuf {
-    require(workspace().join("models/efficientnet-lite0.onnx"))
+    asset("models/efficientnet-lite0.onnx")
 }
 
 pub fn photos() -> PathBuf {
-    require(workspace().join("assets/photos"))
+    asset("assets/photos")
 }
 
 pub fn photo(name: &str) -> PathBuf {
-    require(photos().join(name))
-}
-
-pub fn ort_lib() -> PathBuf {
-    let dir = require(workspace().join("assets/onnxruntime"));
-    std::fs::read_dir(&dir)
-        .expect("read assets/onnxruntime")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("libonnxruntime.so."))
-        .unwrap_or_else(|| panic!("no libonnxruntime.so.* in {}", dir.display()))
+    asset(&format!("assets/photos/{name}"))
 }
 
 /// The CLI with the ONNX Runtime library configured.

@@ -1,0 +1,342 @@
+//! A differentiable interpreter of ONNX CNN graphs on burn: the graph's float initializers
+//! become parameters (trainable, or frozen per the caller), its nodes a program of burn
+//! operations in topological order. This is what lets scion fine-tune any imported backbone
+//! deeper than the head without a model definition in Rust.
+
+mod ops;
+mod value;
+
+use std::collections::{HashMap, HashSet};
+
+use burn::module::Param;
+use burn::prelude::*;
+use scion_onnx::builder::tensor_values_f32;
+use scion_onnx::pb::{ModelProto, tensor_proto::DataType};
+
+pub use ops::Op;
+pub use value::Value;
+
+/// The graph cannot be interpreted.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// An operator, attribute or input form the interpreter does not handle.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Shapes or ranks that do not fit.
+    #[error("shape: {0}")]
+    Shape(String),
+    /// The model is not a usable graph.
+    #[error(transparent)]
+    Graph(#[from] scion_onnx::Error),
+}
+
+/// The parameters: one flat tensor per float initializer, reshaped at use.
+#[derive(Module, Debug)]
+pub struct GraphParams {
+    values: Vec<Param<Tensor<1>>>,
+}
+
+/// Where a node reads an input from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A value computed earlier (or the graph input), by slot.
+    Slot(usize),
+    /// An initializer, by parameter index.
+    Param(usize),
+    /// An optional input left empty, or a constant consumed at parse time.
+    None,
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    op: Op,
+    name: String,
+    inputs: Vec<Source>,
+    output: usize,
+}
+
+/// A parsed graph: what to compute, in order. The numbers live in [`GraphParams`].
+#[derive(Debug, Clone)]
+pub struct Program {
+    steps: Vec<Step>,
+    input: usize,
+    outputs: Vec<(String, usize)>,
+    slots: usize,
+    /// Per parameter: initializer name and shape.
+    params: Vec<(String, Vec<usize>)>,
+    /// Batch-norm steps whose running statistics update while training: (step, mean
+    /// param, var param, momentum).
+    bn_updates: Vec<(usize, usize, usize, f64)>,
+}
+
+/// What a forward pass produced.
+pub struct Forward {
+    /// The requested outputs by name.
+    pub outputs: HashMap<String, Value>,
+    /// New running statistics of training-mode batch norms: (param index, value).
+    pub running_stats: Vec<(usize, Tensor<1>)>,
+}
+
+impl Program {
+    /// Parse `model`. `trainable` names the initializers that get gradients; batch norms
+    /// whose scale is trainable run in training mode (batch statistics, running update).
+    /// `outputs` are the tensors to return (default: the graph outputs).
+    pub fn load(
+        model: &ModelProto,
+        trainable: &HashSet<String>,
+        outputs: Option<&[String]>,
+        device: &Device,
+    ) -> Result<(Program, GraphParams), NetError> {
+        let graph = model
+            .graph
+            .as_ref()
+            .ok_or_else(|| scion_onnx::Error::Graph("the model has no graph".into()))?;
+        let order = scion_onnx::graph::topological_order(graph)?;
+        let mut floats = HashMap::new();
+        let mut ints = HashMap::new();
+        for t in &graph.initializer {
+            if let Some(v) = tensor_values_f32(t) {
+                floats.insert(t.name.clone(), v);
+            } else if t.data_type == DataType::Int64 as i32 {
+                ints.insert(t.name.clone(), scion_onnx::builder::tensor_values_i64(t));
+            } else {
+                return Err(NetError::Unsupported(format!(
+                    "initializer '{}' of data type {}",
+                    t.name, t.data_type
+                )));
+            }
+        }
+        let constants = ops::Constants {
+            ints: &ints,
+            floats: &floats,
+        };
+        let init_names: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs: Vec<&str> = graph
+            .input
+            .iter()
+            .map(|i| i.name.as_str())
+            .filter(|n| !init_names.contains(n))
+            .collect();
+        let [input_name] = inputs[..] else {
+            return Err(NetError::Unsupported(format!(
+                "graphs with {} inputs (one image input expected)",
+                inputs.len()
+            )));
+        };
+
+        let mut slot_of: HashMap<String, usize> = HashMap::new();
+        slot_of.insert(input_name.to_string(), 0);
+        let mut params = Vec::new();
+        let mut param_values = Vec::new();
+        let mut param_of: HashMap<String, usize> = HashMap::new();
+        let mut steps = Vec::new();
+        let mut bn_updates = Vec::new();
+        for &n in &order {
+            let node = &graph.node[n];
+            let op = Op::parse(node, &constants)?;
+            let mut sources = Vec::new();
+            for (k, name) in node.input.iter().enumerate() {
+                let consumed_at_parse = matches!(
+                    (&op, k),
+                    (Op::Clip { .. }, 1 | 2)
+                        | (Op::Reshape { .. }, 1)
+                        | (Op::Pad { .. }, 1..)
+                        | (Op::Dropout { .. }, 1..)
+                );
+                let source = if name.is_empty() || consumed_at_parse {
+                    Source::None
+                } else if let Some(&s) = slot_of.get(name) {
+                    Source::Slot(s)
+                } else if let Some(values) = floats.get(name) {
+                    let index = *param_of.entry(name.clone()).or_insert_with(|| {
+                        let t = graph.initializer.iter().find(|t| &t.name == name);
+                        let shape = t.map_or(vec![values.len()], |t| {
+                            t.dims.iter().map(|&d| d as usize).collect()
+                        });
+                        let tensor = Tensor::<1>::from_data(
+                            TensorData::new(values.clone(), [values.len()]),
+                            device,
+                        );
+                        param_values.push(
+                            Param::from_tensor(tensor).set_require_grad(trainable.contains(name)),
+                        );
+                        params.push((name.clone(), shape));
+                        params.len() - 1
+                    });
+                    Source::Param(index)
+                } else {
+                    return Err(NetError::Shape(format!(
+                        "node '{}' reads '{name}', which nothing produces",
+                        node.name
+                    )));
+                };
+                sources.push(source);
+            }
+            if let Op::BatchNorm { momentum, .. } = op
+                && node.input.get(1).is_some_and(|s| trainable.contains(s))
+                && let (Source::Param(mean), Source::Param(var)) = (sources[3], sources[4])
+            {
+                bn_updates.push((steps.len(), mean, var, momentum));
+            }
+            let output = slot_of.len();
+            let out_name = node.output.first().cloned().unwrap_or_default();
+            slot_of.insert(out_name, output);
+            steps.push(Step {
+                op,
+                name: node.name.clone(),
+                inputs: sources,
+                output,
+            });
+        }
+        let wanted: Vec<String> = match outputs {
+            Some(o) => o.to_vec(),
+            None => graph.output.iter().map(|o| o.name.clone()).collect(),
+        };
+        let outputs = wanted
+            .into_iter()
+            .map(|name| match slot_of.get(&name) {
+                Some(&s) => Ok((name, s)),
+                None => Err(NetError::Shape(format!("no tensor named '{name}'"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let program = Program {
+            steps,
+            input: 0,
+            outputs,
+            slots: slot_of.len(),
+            params,
+            bn_updates,
+        };
+        Ok((
+            program,
+            GraphParams {
+                values: param_values,
+            },
+        ))
+    }
+
+    /// Names and shapes of the parameters, in [`GraphParams`] order.
+    pub fn parameters(&self) -> &[(String, Vec<usize>)] {
+        &self.params
+    }
+
+    /// Run the graph on `input` (`[batch, channels, height, width]`).
+    pub fn forward(
+        &self,
+        params: &GraphParams,
+        input: Tensor<4>,
+        training: bool,
+    ) -> Result<Forward, NetError> {
+        let mut slots: Vec<Option<Value>> = vec![None; self.slots];
+        // How many more steps read each slot, so values are moved, not cloned, at their
+        // last use.
+        let mut reads = vec![0usize; self.slots];
+        for step in &self.steps {
+            for s in &step.inputs {
+                if let Source::Slot(i) = s {
+                    reads[*i] += 1;
+                }
+            }
+        }
+        for (_, s) in &self.outputs {
+            reads[*s] += 1;
+        }
+        slots[self.input] = Some(Value::R4(input));
+        let mut running_stats = Vec::new();
+        for (k, step) in self.steps.iter().enumerate() {
+            let mut inputs = Vec::with_capacity(step.inputs.len());
+            for source in &step.inputs {
+                inputs.push(match *source {
+                    Source::Slot(i) => {
+                        reads[i] -= 1;
+                        let v = if reads[i] == 0 {
+                            slots[i].take()
+                        } else {
+                            slots[i].clone()
+                        };
+                        Some(v.ok_or_else(|| {
+                            NetError::Shape(format!("node '{}': input not computed", step.name))
+                        })?)
+                    }
+                    Source::Param(p) => {
+                        Some(Value::from_flat(params.values[p].val(), &self.params[p].1)?)
+                    }
+                    Source::None => None,
+                });
+            }
+            let bn_training = self.bn_updates.iter().find(|u| u.0 == k);
+            let (value, stats) = step
+                .op
+                .apply(
+                    inputs,
+                    training && (bn_training.is_some() || !matches!(step.op, Op::BatchNorm { .. })),
+                )
+                .map_err(|e| match e {
+                    NetError::Shape(m) => NetError::Shape(format!("node '{}': {m}", step.name)),
+                    other => other,
+                })?;
+            if let (Some(&(_, mean, var, momentum)), Some((batch_mean, batch_var))) =
+                (bn_training, stats)
+            {
+                let old_mean = params.values[mean].val().detach();
+                let old_var = params.values[var].val().detach();
+                running_stats.push((
+                    mean,
+                    old_mean.mul_scalar(momentum) + batch_mean.detach().mul_scalar(1.0 - momentum),
+                ));
+                running_stats.push((
+                    var,
+                    old_var.mul_scalar(momentum) + batch_var.detach().mul_scalar(1.0 - momentum),
+                ));
+            }
+            slots[step.output] = Some(value);
+        }
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|(name, s)| {
+                let v = slots[*s]
+                    .clone()
+                    .ok_or_else(|| NetError::Shape(format!("output '{name}' was not computed")))?;
+                Ok((name.clone(), v))
+            })
+            .collect::<Result<_, NetError>>()?;
+        Ok(Forward {
+            outputs,
+            running_stats,
+        })
+    }
+}
+
+impl GraphParams {
+    /// The current values of every parameter, flat, in program order.
+    pub fn values(&self) -> Vec<Vec<f32>> {
+        self.values
+            .iter()
+            .map(|p| {
+                p.val()
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("parameters are f32")
+            })
+            .collect()
+    }
+
+    /// The gradient of parameter `index` after `backward`, if it has one (frozen
+    /// parameters do not).
+    pub fn grad(&self, index: usize, grads: &burn::tensor::Gradients) -> Option<Vec<f32>> {
+        self.values[index].val().grad(grads).map(|g| {
+            g.into_data()
+                .try_into_vec_as::<f32>()
+                .expect("gradients are f32")
+        })
+    }
+
+    /// Replace parameter `index` (e.g. a running statistic after a training step),
+    /// keeping its identity and whether it trains.
+    pub fn set(&mut self, index: usize, value: Tensor<1>) {
+        let old = &self.values[index];
+        let require_grad = old.is_require_grad();
+        self.values[index] = Param::initialized(old.id, value).set_require_grad(require_grad);
+    }
+}
