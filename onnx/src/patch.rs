@@ -38,6 +38,12 @@ pub enum Patch {
         /// New name.
         to: String,
     },
+    /// Replace float initializers' values by name (fine-tuned weights written back); each
+    /// must exist and keep its element count.
+    SetInitializers {
+        /// `(name, values)` pairs.
+        values: Vec<(String, Vec<f32>)>,
+    },
     /// Replace the classifier: cut the graph at `features`, then add dense `layers`
     /// (ReLU between them) and a Softmax. Outputs become `logits`, `probs`, `features`.
     GraftHead {
@@ -86,6 +92,7 @@ impl Patch {
                 rename_tensor(&mut edited, from, to)?
             }
             Patch::GraftHead { features, layers } => graft_head(&mut edited, features, layers)?,
+            Patch::SetInitializers { values } => set_initializers(&mut edited, values)?,
         }
         graph::topological_order(&edited)?;
         *graph = edited;
@@ -96,6 +103,27 @@ impl Patch {
 /// Apply patches in order; stops at the first failure.
 pub fn apply_all(model: &mut ModelProto, patches: &[Patch]) -> Result<()> {
     patches.iter().try_for_each(|p| p.apply(model))
+}
+
+fn set_initializers(graph: &mut GraphProto, values: &[(String, Vec<f32>)]) -> Result<()> {
+    for (name, v) in values {
+        let t = graph
+            .initializer
+            .iter_mut()
+            .find(|t| &t.name == name)
+            .ok_or_else(|| Error::Graph(format!("no initializer named '{name}'")))?;
+        let count = crate::builder::tensor_values_f32(t)
+            .ok_or_else(|| Error::Graph(format!("initializer '{name}' is not f32")))?
+            .len();
+        if count != v.len() {
+            return Err(Error::Graph(format!(
+                "initializer '{name}' holds {count} values, not {}",
+                v.len()
+            )));
+        }
+        *t = crate::builder::tensor_f32(name, &t.dims.clone(), v.clone());
+    }
+    Ok(())
 }
 
 fn require(found: bool, what: &str, name: &str) -> Result<()> {

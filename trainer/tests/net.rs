@@ -320,3 +320,83 @@ fn an_unsupported_operator_is_named_with_its_node() {
         "{message}"
     );
 }
+
+#[test]
+fn lite0_blocks_unfreeze_policies_and_write_back() {
+    use scion_onnx::patch::Patch;
+    use scion_trainer::net::freeze::{Unfreeze, blocks, trainable};
+    let model = lite0();
+    let graph = model.proto.graph.as_ref().expect("graph");
+    let found = blocks(graph, "features").expect("blocks");
+    let names: Vec<&str> = found.iter().map(|b| b.name.as_str()).collect();
+    // The stem, the 16 MBConv blocks of Lite0, the 1x1 head convolution.
+    assert_eq!(names.len(), 18, "{names:?}");
+    assert_eq!(
+        (names[0], names[1], names[16], names[17]),
+        ("stem", "blocks.0", "blocks.15", "head")
+    );
+
+    let last2 = trainable(graph, &Unfreeze::Last(2), "features").expect("last:2");
+    let expected: HashSet<String> = found[16..]
+        .iter()
+        .flat_map(|b| b.initializers.iter().cloned())
+        .collect();
+    assert_eq!(last2, expected);
+    assert!(
+        last2
+            .iter()
+            .all(|n| n.starts_with("blocks.15") || n.starts_with("head")),
+        "{last2:?}"
+    );
+    assert!(
+        trainable(graph, &Unfreeze::None, "features")
+            .expect("none")
+            .is_empty()
+    );
+    let all = trainable(graph, &Unfreeze::All, "features").expect("all");
+    assert!(all.len() > last2.len() && all.is_superset(&last2));
+    assert!(
+        !all.iter().any(|n| n.starts_with("classifier")),
+        "the old head is not the backbone's"
+    );
+    // from: the first output of block 15 on = block 15 minus whatever reads only its input.
+    let block15_first = &graph.node[found[16].nodes[0]].output[0];
+    let from = trainable(graph, &Unfreeze::From(block15_first.clone()), "features").expect("from");
+    assert!(!from.is_empty() && from.is_subset(&last2), "{from:?}");
+    let err = trainable(graph, &Unfreeze::Last(40), "features").expect_err("too many");
+    assert!(err.to_string().contains("has 18 blocks"), "{err}");
+    let err = trainable(graph, &Unfreeze::From("nope".into()), "features").expect_err("unknown");
+    assert!(err.to_string().contains("from:nope"), "{err}");
+
+    // Write back: new values land in the graph the interpreter and the engines read.
+    let head_weight = found[17].initializers[0].clone();
+    let original = builder::tensor_values_f32(
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name == head_weight)
+            .expect("weight"),
+    )
+    .expect("f32");
+    let mut edited = model.proto.clone();
+    let doubled: Vec<f32> = original.iter().map(|v| v * 2.0).collect();
+    Patch::SetInitializers {
+        values: vec![(head_weight.clone(), doubled.clone())],
+    }
+    .apply(&mut edited)
+    .expect("write back");
+    let (program, params) =
+        Program::load(&edited, &HashSet::new(), None, &Device::flex()).expect("load");
+    let index = program
+        .parameters()
+        .iter()
+        .position(|p| p.0 == head_weight)
+        .expect("parameter");
+    assert_eq!(params.values()[index], doubled);
+    let err = Patch::SetInitializers {
+        values: vec![(head_weight, vec![1.0; 3])],
+    }
+    .apply(&mut edited)
+    .expect_err("wrong size");
+    assert!(err.to_string().contains("not 3"), "{err}");
+}

@@ -3,6 +3,7 @@
 //! operations in topological order. This is what lets scion fine-tune any imported backbone
 //! deeper than the head without a model definition in Rust.
 
+pub mod freeze;
 mod ops;
 mod value;
 
@@ -136,14 +137,7 @@ impl Program {
             let op = Op::parse(node, &constants)?;
             let mut sources = Vec::new();
             for (k, name) in node.input.iter().enumerate() {
-                let consumed_at_parse = matches!(
-                    (&op, k),
-                    (Op::Clip { .. }, 1 | 2)
-                        | (Op::Reshape { .. }, 1)
-                        | (Op::Pad { .. }, 1..)
-                        | (Op::Dropout { .. }, 1..)
-                );
-                let source = if name.is_empty() || consumed_at_parse {
+                let source = if name.is_empty() || ops::constant_input(&node.op_type, k) {
                     Source::None
                 } else if let Some(&s) = slot_of.get(name) {
                     Source::Slot(s)

@@ -127,6 +127,15 @@ pub enum Op {
     Identity,
 }
 
+/// Whether input `index` of an `op_type` node is a compile-time constant read when the node
+/// is parsed (bounds, shapes, pads, ratios), rather than a tensor or a weight.
+pub(crate) fn constant_input(op_type: &str, index: usize) -> bool {
+    matches!(
+        (op_type, index),
+        ("Clip", 1 | 2) | ("Reshape", 1) | ("Pad", 1..) | ("Dropout", 1..)
+    )
+}
+
 /// Inputs that are compile-time constants (shapes, bounds, pads): integer and float
 /// initializers by name.
 pub struct Constants<'a> {

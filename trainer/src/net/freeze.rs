@@ -1,0 +1,218 @@
+//! Which backbone layers train: `--unfreeze last:N | from:TENSOR | all | none`. Blocks
+//! are found from the graph itself: nodes grouped by the module path their names carry
+//! (`blocks.3.…`, `/features/3/…`, `/layer4/layer4.1/…`), in topological order, counting
+//! only groups with a convolution or dense layer, up to the feature tensor.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use scion_onnx::pb::GraphProto;
+
+use super::NetError;
+
+/// What to unfreeze.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfreeze {
+    /// Nothing: only the head trains.
+    None,
+    /// The last N blocks before the feature tensor.
+    Last(usize),
+    /// Every layer computed from this tensor on.
+    From(String),
+    /// Every layer.
+    All,
+}
+
+impl FromStr for Unfreeze {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Unfreeze::None),
+            "all" => Ok(Unfreeze::All),
+            _ => {
+                if let Some(n) = s.strip_prefix("last:") {
+                    n.parse()
+                        .map(Unfreeze::Last)
+                        .map_err(|_| format!("'{n}' is not a number of blocks (e.g. last:2)"))
+                } else if let Some(t) = s.strip_prefix("from:").filter(|t| !t.is_empty()) {
+                    Ok(Unfreeze::From(t.to_string()))
+                } else {
+                    Err(format!("'{s}': use none, all, last:N or from:TENSOR"))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Unfreeze {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unfreeze::None => f.write_str("none"),
+            Unfreeze::All => f.write_str("all"),
+            Unfreeze::Last(n) => write!(f, "last:{n}"),
+            Unfreeze::From(t) => write!(f, "from:{t}"),
+        }
+    }
+}
+
+/// A group of nodes that forms one block of the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// The module path shared by the nodes' names.
+    pub name: String,
+    /// Node indices, in topological order.
+    pub nodes: Vec<usize>,
+    /// Float initializers the nodes read.
+    pub initializers: Vec<String>,
+}
+
+/// The module path of a node name: the first component, plus the second when the second
+/// carries a number (`blocks.3`, `features/3`, `layer4/layer4.1`).
+fn module_path(name: &str) -> String {
+    // PyTorch's exporter writes `/a/b/Op`; scion's importer and others write `a.b.op`.
+    let separator = if name.contains('/') { '/' } else { '.' };
+    let parts: Vec<&str> = name.split(separator).filter(|p| !p.is_empty()).collect();
+    match parts.as_slice() {
+        [] => String::new(),
+        [first, second, ..] if second.chars().any(|c| c.is_ascii_digit()) => {
+            format!("{first}{separator}{second}")
+        }
+        [first, ..] => first.to_string(),
+    }
+}
+
+/// The blocks of `graph` up to (and including) the producer of `until`.
+pub fn blocks(graph: &GraphProto, until: &str) -> Result<Vec<Block>, NetError> {
+    let order = scion_onnx::graph::topological_order(graph)?;
+    let floats: HashSet<&str> = graph
+        .initializer
+        .iter()
+        .filter(|t| scion_onnx::builder::tensor_values_f32(t).is_some())
+        .map(|t| t.name.as_str())
+        .collect();
+    // Only what the feature tensor depends on.
+    let producers = scion_onnx::graph::producers(graph);
+    let mut needed = HashSet::new();
+    let mut stack = vec![until.to_string()];
+    if !producers.contains_key(until) {
+        return Err(NetError::Shape(format!("no node produces '{until}'")));
+    }
+    while let Some(t) = stack.pop() {
+        if let Some(&p) = producers.get(t.as_str())
+            && needed.insert(p)
+        {
+            stack.extend(graph.node[p].input.iter().cloned());
+        }
+    }
+    let mut out: Vec<Block> = Vec::new();
+    let mut index_of: HashMap<String, usize> = HashMap::new();
+    for n in order.into_iter().filter(|n| needed.contains(n)) {
+        let node = &graph.node[n];
+        let path = module_path(&node.name);
+        let b = *index_of.entry(path.clone()).or_insert_with(|| {
+            out.push(Block {
+                name: path,
+                nodes: Vec::new(),
+                initializers: Vec::new(),
+            });
+            out.len() - 1
+        });
+        out[b].nodes.push(n);
+        for (k, i) in node.input.iter().enumerate() {
+            if floats.contains(i.as_str())
+                && !super::ops::constant_input(&node.op_type, k)
+                && !out[b].initializers.contains(i)
+            {
+                out[b].initializers.push(i.clone());
+            }
+        }
+    }
+    let learns = |b: &Block| {
+        b.nodes
+            .iter()
+            .any(|&n| matches!(graph.node[n].op_type.as_str(), "Conv" | "Gemm" | "MatMul"))
+    };
+    Ok(out.into_iter().filter(learns).collect())
+}
+
+/// The float initializers that train under `policy`, for a backbone read up to `until`.
+pub fn trainable(
+    graph: &GraphProto,
+    policy: &Unfreeze,
+    until: &str,
+) -> Result<HashSet<String>, NetError> {
+    let blocks = blocks(graph, until)?;
+    let all = || blocks.iter().flat_map(|b| b.initializers.iter().cloned());
+    Ok(match policy {
+        Unfreeze::None => HashSet::new(),
+        Unfreeze::All => all().collect(),
+        Unfreeze::Last(n) => {
+            if *n > blocks.len() {
+                return Err(NetError::Shape(format!(
+                    "--unfreeze last:{n}: the backbone has {} blocks up to '{until}'",
+                    blocks.len()
+                )));
+            }
+            blocks[blocks.len() - n..]
+                .iter()
+                .flat_map(|b| b.initializers.iter().cloned())
+                .collect()
+        }
+        Unfreeze::From(tensor) => {
+            // Every node that depends on `tensor`.
+            let known = graph.node.iter().any(|n| n.output.contains(tensor))
+                || graph.input.iter().any(|i| &i.name == tensor);
+            if !known {
+                return Err(NetError::Shape(format!(
+                    "--unfreeze from:{tensor}: no tensor of that name"
+                )));
+            }
+            let mut reached: HashSet<&str> = HashSet::from([tensor.as_str()]);
+            let mut names = HashSet::new();
+            for n in scion_onnx::graph::topological_order(graph)? {
+                let node = &graph.node[n];
+                if node.input.iter().any(|i| reached.contains(i.as_str())) {
+                    reached.extend(node.output.iter().map(String::as_str));
+                    names.extend(
+                        node.input
+                            .iter()
+                            .enumerate()
+                            .filter(|(k, _)| !super::ops::constant_input(&node.op_type, *k))
+                            .map(|(_, i)| i.clone()),
+                    );
+                }
+            }
+            let floats: HashSet<String> = all().collect();
+            names.into_iter().filter(|n| floats.contains(n)).collect()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_paths_of_common_exporters() {
+        assert_eq!(module_path("blocks.3.expand"), "blocks.3");
+        assert_eq!(module_path("/features/3/conv/0/Conv"), "features/3");
+        assert_eq!(
+            module_path("/layer4/layer4.1/conv1/Conv"),
+            "layer4/layer4.1"
+        );
+        assert_eq!(module_path("stem.conv"), "stem");
+        assert_eq!(module_path(""), "");
+    }
+
+    #[test]
+    fn policies_parse_and_print() {
+        for s in ["none", "all", "last:2", "from:blocks.10"] {
+            assert_eq!(s.parse::<Unfreeze>().expect("valid").to_string(), s);
+        }
+        assert!("last:x".parse::<Unfreeze>().is_err());
+        assert!("from:".parse::<Unfreeze>().is_err());
+        assert!("everything".parse::<Unfreeze>().is_err());
+    }
+}
