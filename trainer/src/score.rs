@@ -30,6 +30,7 @@ pub fn score(
     progress: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Scored, EngineError> {
     let contract = classifier.card().preprocessing.clone();
+    let batch = batch.min(classifier.engine().max_useful_batch()).max(1);
     let mut probs = vec![None; paths.len()];
     let mut failed = Vec::new();
     // Both callbacks count; they take turns, so a Cell suffices.

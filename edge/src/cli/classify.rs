@@ -30,7 +30,7 @@ pub struct ClassifyArgs {
     /// Classes reported per image.
     #[arg(long, short = 'k', default_value_t = 5)]
     top_k: usize,
-    /// Images per inference call.
+    /// Images per inference call (tract always runs one at a time: it is faster so).
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Threads decoding and preprocessing images (default: number of CPUs).
@@ -101,9 +101,17 @@ pub fn run(args: ClassifyArgs, quiet: bool) -> Result<i32> {
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    let batch = args.batch.min(classifier.engine().max_useful_batch());
+    if batch < args.batch {
+        tracing::info!(
+            "batches of {batch} on {} (faster than {} there)",
+            classifier.engine(),
+            args.batch
+        );
+    }
     let job = Job {
         files,
-        batch: args.batch,
+        batch,
         top_k,
         decode_threads,
         progress: !quiet,
