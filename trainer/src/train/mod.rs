@@ -5,11 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use scion_edge::Classifier;
 use scion_edge::engine::{EngineKind, EngineOptions};
-use scion_onnx::card::ReferenceOutput;
 use scion_onnx::patch::Dense;
-use sha2::{Digest, Sha256};
+
+mod parity;
+mod records;
+
+use parity::check_parity;
+
+use records::{fingerprint, reference, summary_json, write_checkpoint, write_reports};
 
 use crate::backbone::{Backbone, BackboneError};
 use crate::dataset::{Dataset, DatasetError, Sample};
@@ -21,7 +25,7 @@ use crate::fit::{
 use crate::head::apply_dense;
 use crate::loader::{Loader, View};
 use crate::metrics::Metrics;
-use crate::score::{Parity, parity, score};
+use crate::score::Parity;
 use scion_edge::augment::Augmentation;
 
 /// Everything `scion train` needs.
@@ -410,56 +414,15 @@ pub fn run(
     scion_onnx::io::save(&model, &job.out)?;
 
     // Parity on every engine.
-    let exported = scion_edge::Model::load(&job.out, &scion_edge::ContractOverrides::default())
-        .map_err(BackboneError::from)?;
     let val_paths: Vec<PathBuf> = val_kept.iter().map(|s| s.path.clone()).collect();
-    let mut parities = Vec::new();
-    for &kind in &job.parity_engines {
-        // A check of the very same graph on the very same images is not repeated: training
-        // is deterministic, so an unchanged rerun exports identical weights.
-        let record = job.cache_dir.join("parity").join(format!(
-            "{}.json",
-            parity_key(&model, kind, job.tolerance, &dataset_fingerprint)
-        ));
-        let cached = std::fs::read(&record)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Parity>(&bytes).ok())
-            .filter(|p| p.passed);
-        let (p, how) = match cached {
-            Some(p) => (p, "same graph and images already checked".to_string()),
-            None => {
-                let started = Instant::now();
-                let session = scion_edge::engine::prepare(kind, &exported.spec(), &job.engine)?;
-                let mut classifier = Classifier::new(session, exported.card.clone());
-                observer.stage(&format!("parity ({kind})"), Some(val_paths.len()));
-                let scored = score(
-                    &mut classifier,
-                    &val_paths,
-                    job.extract_batch,
-                    job.threads,
-                    &mut |done| observer.progress(done),
-                )?;
-                let p = parity(&scored, &expected, job.tolerance);
-                if p.passed {
-                    let _ = std::fs::create_dir_all(record.parent().expect("a folder"));
-                    let json = serde_json::to_vec(&p).expect("parity serializes");
-                    if let Err(e) = scion_onnx::io::write_atomically(&record, &json) {
-                        tracing::warn!("{}: {e}", record.display());
-                    }
-                }
-                (p, format!("{:.1}s", started.elapsed().as_secs_f64()))
-            }
-        };
-        observer.finished(&format!(
-            "parity on {kind}: {} images, {} top-1 mismatches, max |Δp| {:.2e} (tolerance {:.0e}): {} ({how})",
-            p.images,
-            p.top1_mismatches,
-            p.max_prob_diff,
-            p.tolerance,
-            if p.passed { "ok" } else { "FAILED" }
-        ));
-        parities.push(p);
-    }
+    let parities = check_parity(
+        job,
+        &model,
+        &val_paths,
+        &expected,
+        &dataset_fingerprint,
+        observer,
+    )?;
     crate::export::save_with_metrics(
         &mut model,
         serde_json::json!({ "validation": summary_json(&metrics), "parity": parities }),
@@ -486,153 +449,4 @@ pub fn run(
     };
     write_reports(&job.report_dir, &report)?;
     Ok(report)
-}
-
-/// The card keeps totals and per-class figures; the full confusion matrix is in the report.
-fn summary_json(m: &Metrics) -> serde_json::Value {
-    serde_json::json!({
-        "images": m.images,
-        "top1": m.top1,
-        "top5": m.top5,
-        "loss": m.loss,
-        "per_class": m.per_class,
-    })
-}
-
-fn reference(sample: &Sample, probs: &[f32]) -> Result<ReferenceOutput, TrainError> {
-    let bytes = std::fs::read(&sample.path).map_err(|e| TrainError::Report {
-        path: sample.path.clone(),
-        message: e.to_string(),
-    })?;
-    let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-    ranked.truncate(3);
-    Ok(ReferenceOutput {
-        image_sha256: hex::encode(Sha256::digest(&bytes)),
-        name: sample
-            .path
-            .file_name()
-            .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
-        top1: ranked[0].0,
-        top: ranked,
-    })
-}
-
-/// Names a parity result: the graph (weights included, card excluded), the engine, the
-/// tolerance and the images.
-fn parity_key(
-    model: &scion_onnx::pb::ModelProto,
-    engine: EngineKind,
-    tolerance: f32,
-    dataset_fingerprint: &str,
-) -> String {
-    let mut graph_only = model.clone();
-    graph_only.metadata_props.clear();
-    let mut h = Sha256::new();
-    h.update(scion_onnx::io::encode(&graph_only));
-    h.update(format!(
-        "\n{engine}\n{tolerance:e}\n{dataset_fingerprint}\nscion {}",
-        env!("CARGO_PKG_VERSION")
-    ));
-    hex::encode(&h.finalize()[..16])
-}
-
-/// sha256 over the class names and the sorted (split, class, image hash) of every image used.
-fn fingerprint(classes: &[String], train: &[Sample], val: &[Sample]) -> Result<String, TrainError> {
-    let mut entries = Vec::new();
-    for (split, samples) in [("train", train), ("val", val)] {
-        for s in samples {
-            let bytes = std::fs::read(&s.path).map_err(|e| TrainError::Report {
-                path: s.path.clone(),
-                message: e.to_string(),
-            })?;
-            entries.push(format!(
-                "{split}\t{}\t{}",
-                classes[s.class],
-                hex::encode(Sha256::digest(&bytes))
-            ));
-        }
-    }
-    entries.sort();
-    let mut h = Sha256::new();
-    classes
-        .iter()
-        .for_each(|c| h.update(format!("class\t{c}\n")));
-    entries.iter().for_each(|e| h.update(format!("{e}\n")));
-    Ok(hex::encode(h.finalize()))
-}
-
-#[derive(serde::Serialize)]
-struct Checkpoint<'a> {
-    classes: &'a [String],
-    epoch: usize,
-    val_loss: f64,
-    val_acc: f64,
-    layers: Vec<serde_json::Value>,
-}
-
-fn write_checkpoint(
-    path: &Path,
-    layers: &[Dense],
-    classes: &[String],
-    record: &EpochRecord,
-) -> Result<(), TrainError> {
-    let checkpoint = Checkpoint {
-        classes,
-        epoch: record.epoch,
-        val_loss: record.val_loss,
-        val_acc: record.val_acc,
-        layers: layers
-            .iter()
-            .map(|l| {
-                serde_json::json!({
-                    "inputs": l.inputs, "outputs": l.outputs,
-                    "weight": l.weight, "bias": l.bias,
-                })
-            })
-            .collect(),
-    };
-    let json = serde_json::to_vec(&checkpoint).expect("a checkpoint serializes");
-    scion_onnx::io::write_atomically(path, &json).map_err(|e| TrainError::Report {
-        path: path.into(),
-        message: e.to_string(),
-    })
-}
-
-/// `metrics.json`, `history.json`, `curves.png`, `confusion.png` in the report folder. A
-/// missing font skips the plots with a warning; the numbers are still written.
-fn write_reports(dir: &Path, report: &TrainReport) -> Result<(), TrainError> {
-    let write = |name: &str, value: &dyn erased::Json| -> Result<(), TrainError> {
-        let path = dir.join(name);
-        scion_onnx::io::write_atomically(&path, value.to_json().as_bytes()).map_err(|e| {
-            TrainError::Report {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        })
-    };
-    write("metrics.json", &report.metrics)?;
-    write("history.json", &report.history)?;
-    write("parity.json", &report.parity)?;
-    for result in [
-        crate::plots::curves(&report.history, report.best_epoch, &dir.join("curves.png")),
-        crate::plots::confusion(&report.metrics, &dir.join("confusion.png")),
-    ] {
-        if let Err(e) = result {
-            tracing::warn!("plot skipped: {e}");
-        }
-    }
-    Ok(())
-}
-
-mod erased {
-    /// Pretty JSON of anything serialisable, behind a trait object.
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string_pretty(self).expect("report values serialize")
-        }
-    }
 }

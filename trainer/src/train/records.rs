@@ -1,0 +1,167 @@
+//! What a training run writes besides the model: the card's summaries and references, the
+//! data-set fingerprint, the checkpoint, the report files, and the key of a parity record.
+
+use std::path::Path;
+
+use scion_edge::engine::EngineKind;
+use scion_onnx::card::ReferenceOutput;
+use scion_onnx::patch::Dense;
+use sha2::{Digest, Sha256};
+
+use super::{TrainError, TrainReport};
+use crate::dataset::Sample;
+use crate::fit::EpochRecord;
+use crate::metrics::Metrics;
+
+/// The card keeps totals and per-class figures; the full confusion matrix is in the report.
+pub(super) fn summary_json(m: &Metrics) -> serde_json::Value {
+    serde_json::json!({
+        "images": m.images,
+        "top1": m.top1,
+        "top5": m.top5,
+        "loss": m.loss,
+        "per_class": m.per_class,
+    })
+}
+
+pub(super) fn reference(sample: &Sample, probs: &[f32]) -> Result<ReferenceOutput, TrainError> {
+    let bytes = std::fs::read(&sample.path).map_err(|e| TrainError::Report {
+        path: sample.path.clone(),
+        message: e.to_string(),
+    })?;
+    let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked.truncate(3);
+    Ok(ReferenceOutput {
+        image_sha256: hex::encode(Sha256::digest(&bytes)),
+        name: sample
+            .path
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+        top1: ranked[0].0,
+        top: ranked,
+    })
+}
+
+/// Names a parity result: the graph (weights included, card excluded), the engine, the
+/// tolerance and the images.
+pub(super) fn parity_key(
+    model: &scion_onnx::pb::ModelProto,
+    engine: EngineKind,
+    tolerance: f32,
+    dataset_fingerprint: &str,
+) -> String {
+    let mut graph_only = model.clone();
+    graph_only.metadata_props.clear();
+    let mut h = Sha256::new();
+    h.update(scion_onnx::io::encode(&graph_only));
+    h.update(format!(
+        "\n{engine}\n{tolerance:e}\n{dataset_fingerprint}\nscion {}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    hex::encode(&h.finalize()[..16])
+}
+
+/// sha256 over the class names and the sorted (split, class, image hash) of every image used.
+pub(super) fn fingerprint(
+    classes: &[String],
+    train: &[Sample],
+    val: &[Sample],
+) -> Result<String, TrainError> {
+    let mut entries = Vec::new();
+    for (split, samples) in [("train", train), ("val", val)] {
+        for s in samples {
+            let bytes = std::fs::read(&s.path).map_err(|e| TrainError::Report {
+                path: s.path.clone(),
+                message: e.to_string(),
+            })?;
+            entries.push(format!(
+                "{split}\t{}\t{}",
+                classes[s.class],
+                hex::encode(Sha256::digest(&bytes))
+            ));
+        }
+    }
+    entries.sort();
+    let mut h = Sha256::new();
+    classes
+        .iter()
+        .for_each(|c| h.update(format!("class\t{c}\n")));
+    entries.iter().for_each(|e| h.update(format!("{e}\n")));
+    Ok(hex::encode(h.finalize()))
+}
+
+#[derive(serde::Serialize)]
+struct Checkpoint<'a> {
+    classes: &'a [String],
+    epoch: usize,
+    val_loss: f64,
+    val_acc: f64,
+    layers: Vec<serde_json::Value>,
+}
+
+pub(super) fn write_checkpoint(
+    path: &Path,
+    layers: &[Dense],
+    classes: &[String],
+    record: &EpochRecord,
+) -> Result<(), TrainError> {
+    let checkpoint = Checkpoint {
+        classes,
+        epoch: record.epoch,
+        val_loss: record.val_loss,
+        val_acc: record.val_acc,
+        layers: layers
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "inputs": l.inputs, "outputs": l.outputs,
+                    "weight": l.weight, "bias": l.bias,
+                })
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec(&checkpoint).expect("a checkpoint serializes");
+    scion_onnx::io::write_atomically(path, &json).map_err(|e| TrainError::Report {
+        path: path.into(),
+        message: e.to_string(),
+    })
+}
+
+/// `metrics.json`, `history.json`, `curves.png`, `confusion.png` in the report folder. A
+/// missing font skips the plots with a warning; the numbers are still written.
+pub(super) fn write_reports(dir: &Path, report: &TrainReport) -> Result<(), TrainError> {
+    let write = |name: &str, value: &dyn erased::Json| -> Result<(), TrainError> {
+        let path = dir.join(name);
+        scion_onnx::io::write_atomically(&path, value.to_json().as_bytes()).map_err(|e| {
+            TrainError::Report {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })
+    };
+    write("metrics.json", &report.metrics)?;
+    write("history.json", &report.history)?;
+    write("parity.json", &report.parity)?;
+    for result in [
+        crate::plots::curves(&report.history, report.best_epoch, &dir.join("curves.png")),
+        crate::plots::confusion(&report.metrics, &dir.join("confusion.png")),
+    ] {
+        if let Err(e) = result {
+            tracing::warn!("plot skipped: {e}");
+        }
+    }
+    Ok(())
+}
+
+mod erased {
+    /// Pretty JSON of anything serialisable, behind a trait object.
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string_pretty(self).expect("report values serialize")
+        }
+    }
+}
