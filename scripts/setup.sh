@@ -75,7 +75,9 @@ ort_lib=$(ls "$assets"/onnxruntime/libonnxruntime.so.* | head -n1)
 
 # --- Build ---------------------------------------------------------------------------------
 say "building (release; the first build takes 10-15 minutes on 2 cores)"
-cargo build --release --locked --workspace
+# --all-targets: build the tests too, now, with the same unified features (dev-dependencies
+# change those of regex/fastrand under burn), so `cargo test --release` rebuilds nothing.
+cargo build --release --locked --workspace --all-targets
 # The binary looks for the ONNX Runtime library beside itself, so no variable is needed.
 ln -sf "$ort_lib" "$root/target/release/libonnxruntime.so"
 
