@@ -164,8 +164,7 @@ fn unreadable_images_are_skipped_and_counted_and_the_run_is_repeatable() {
         .args(["--engine", "tract"])
         .assert()
         .success()
-        .stdout(contains("on tract:").and(contains("top-1")))
-        .stdout(contains("1 unreadable images skipped").or(contains("top-1")));
+        .stdout(contains("on tract:").and(contains("top-1")));
 }
 
 #[test]
