@@ -87,9 +87,8 @@ impl Backbone {
         Ok(engine::prepare(kind, &spec, options)?)
     }
 
-    /// Length of the feature vector, measured by running one blank image; a tensor that is
-    /// not `[batch, n]` is refused with a hint.
-    pub fn feature_dim(&self, session: &mut dyn Session) -> Result<usize, BackboneError> {
+    /// Shape of the feature tensor for one image, measured by running a blank image.
+    pub fn feature_shape(&self, session: &mut dyn Session) -> Result<Vec<usize>, BackboneError> {
         let shape = self.model.card.preprocessing.input_shape(1);
         let input = Tensor {
             data: vec![0.0; shape.iter().product()],
@@ -103,14 +102,21 @@ impl Backbone {
                     path: self.model.path.clone(),
                     message: format!("no output '{}'", self.feature_tensor),
                 })?;
-        match features.shape[..] {
+        Ok(features.shape.clone())
+    }
+
+    /// Length of the feature vector; a tensor that is not `[batch, n]` is refused with a
+    /// hint.
+    pub fn feature_dim(&self, session: &mut dyn Session) -> Result<usize, BackboneError> {
+        let shape = self.feature_shape(session)?;
+        match shape[..] {
             [1, n] if n > 0 => Ok(n),
             _ => Err(BackboneError::Features {
                 path: self.model.path.clone(),
                 message: format!(
                     "feature tensor '{}' has shape {:?}, expected [batch, n]: pick a pooled or \
                      flattened tensor with --feature-tensor",
-                    self.feature_tensor, features.shape
+                    self.feature_tensor, shape
                 ),
             }),
         }

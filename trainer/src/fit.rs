@@ -6,8 +6,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams, SgdConfig, momentum::MomentumConfig};
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::{
+    AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig, momentum::MomentumConfig,
+};
 use burn::prelude::*;
 use scion_edge::rng::SplitMix64;
 use scion_onnx::patch::Dense;
@@ -104,36 +106,71 @@ pub enum StopReason {
     Interrupted,
 }
 
-/// A trained head.
+/// Trained weights: the head's layers and, when the backbone trained too, the backbone
+/// initializers that changed (by name), to be written back into the ONNX.
+#[derive(Debug, Clone, Default)]
+pub struct Trained {
+    /// The head.
+    pub layers: Vec<Dense>,
+    /// Changed backbone initializers.
+    pub backbone: Vec<(String, Vec<f32>)>,
+}
+
+/// The outcome of training.
 #[derive(Debug, Clone)]
 pub struct Fitted {
-    /// The best epoch's layers.
-    pub layers: Vec<Dense>,
+    /// The best epoch's weights.
+    pub trained: Trained,
     /// The best epoch (lowest validation loss), 1-based; 0 if no epoch finished.
     pub best_epoch: usize,
     /// Every finished epoch.
     pub history: Vec<EpochRecord>,
     /// Why training ended.
     pub stop: StopReason,
+    /// Validation probabilities of the best epoch, one row per validation image.
+    pub val_probs: Vec<Vec<f32>>,
 }
 
-/// Training cannot start.
+/// Training cannot start or go on.
 #[derive(Debug, thiserror::Error)]
 pub enum FitError {
     /// The inputs are inconsistent or empty.
     #[error("{0}")]
     Input(String),
+    /// A training input could not be prepared or the network could not run.
+    #[error("{0}")]
+    Step(String),
 }
 
-/// What [`fit`] reports while it runs.
+/// What the training loop reports while it runs.
 pub trait FitObserver {
     /// A mini-batch finished (`done` of `total` in this epoch).
     fn batch(&mut self, _epoch: usize, _done: usize, _total: usize) {}
-    /// An epoch finished; `best` holds the head when it is the best so far.
-    fn epoch(&mut self, _record: &EpochRecord, _best: Option<&[Dense]>) {}
+    /// An epoch finished; `best` holds the weights when they are the best so far.
+    fn epoch(&mut self, _record: &EpochRecord, _best: Option<&Trained>) {}
 }
 
 impl FitObserver for () {}
+
+/// What the training loop drives: the head alone on cached features, or the backbone's
+/// unfrozen layers with it (see `finetune`). One loop, so schedules, early stopping,
+/// checkpoints and curves are the same whatever trains.
+pub trait Learner {
+    /// Number of training examples.
+    fn train_len(&self) -> usize;
+    /// One optimisation step on the training examples `batch` at learning rate `lr`;
+    /// returns the summed loss and the number predicted right.
+    fn train_batch(
+        &mut self,
+        epoch: usize,
+        batch: &[usize],
+        lr: f64,
+    ) -> Result<(f64, usize), FitError>;
+    /// Class probabilities of every validation example, in order.
+    fn validate(&mut self) -> Result<Vec<Vec<f32>>, FitError>;
+    /// The current weights.
+    fn snapshot(&self) -> Trained;
+}
 
 /// What the head learns from.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +186,136 @@ pub struct TrainingData<'a> {
     pub dim: usize,
     /// Number of classes.
     pub classes: usize,
+}
+
+/// Check labels and sizes before training starts.
+pub fn check_labels(
+    train_labels: &[usize],
+    val_labels: &[usize],
+    classes: usize,
+) -> Result<(), FitError> {
+    if train_labels.is_empty() || val_labels.is_empty() {
+        return Err(FitError::Input(
+            "training needs at least one training and one validation image".into(),
+        ));
+    }
+    if classes < 2 {
+        return Err(FitError::Input(format!(
+            "training needs at least 2 classes, found {classes}"
+        )));
+    }
+    if let Some(&bad) = train_labels
+        .iter()
+        .chain(val_labels)
+        .find(|&&c| c >= classes)
+    {
+        return Err(FitError::Input(format!(
+            "label {bad} out of range for {classes} classes"
+        )));
+    }
+    Ok(())
+}
+
+/// The optimizer `config` names, for any module.
+pub fn optimizer(config: &FitConfig) -> ModuleOptimizer {
+    match config.optimizer {
+        OptimizerKind::Adamw => AdamWConfig::new()
+            .with_weight_decay(config.weight_decay as f32)
+            .init(),
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(
+                config.weight_decay as f32,
+            )))
+            .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
+            .init(),
+    }
+}
+
+/// The training loss `config` asks for.
+pub fn loss_function(config: &FitConfig, device: &Device) -> CrossEntropyLoss {
+    let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing);
+    CrossEntropyLossConfig::new()
+        .with_smoothing(smoothing)
+        .init(device)
+}
+
+/// Summed loss and number right of one batch's `logits` against `labels`, plus the loss
+/// tensor to differentiate.
+pub fn batch_loss(
+    loss_fn: &CrossEntropyLoss,
+    logits: Tensor<2>,
+    labels: &[usize],
+) -> (Tensor<1>, f64, usize) {
+    let device = logits.device();
+    let ys: Vec<i64> = labels.iter().map(|&c| c as i64).collect();
+    let predicted: Vec<i64> = logits
+        .clone()
+        .argmax(1)
+        .into_data()
+        .try_into_vec_as::<i64>()
+        .expect("argmax gives integers");
+    let correct = predicted.iter().zip(&ys).filter(|(p, y)| p == y).count();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(ys, [labels.len()]), &device);
+    let loss = loss_fn.forward(logits, y);
+    let value: f32 = loss
+        .clone()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("loss is a float")[0];
+    (loss, f64::from(value) * labels.len() as f64, correct)
+}
+
+/// The head alone on cached features.
+struct HeadLearner<'a> {
+    data: TrainingData<'a>,
+    head: Head,
+    optimizer: ModuleOptimizer,
+    loss_fn: CrossEntropyLoss,
+    device: Device,
+}
+
+impl Learner for HeadLearner<'_> {
+    fn train_len(&self) -> usize {
+        self.data.train_labels.len()
+    }
+
+    fn train_batch(
+        &mut self,
+        epoch: usize,
+        batch: &[usize],
+        lr: f64,
+    ) -> Result<(f64, usize), FitError> {
+        let dim = self.data.dim;
+        let view = self.data.train_views[(epoch - 1) % self.data.train_views.len()];
+        let mut xs = Vec::with_capacity(batch.len() * dim);
+        batch
+            .iter()
+            .for_each(|&i| xs.extend_from_slice(&view[i * dim..(i + 1) * dim]));
+        let labels: Vec<usize> = batch.iter().map(|&i| self.data.train_labels[i]).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(xs, [batch.len(), dim]), &self.device);
+        let (loss, loss_sum, correct) = batch_loss(&self.loss_fn, self.head.forward(x), &labels);
+        let grads = GradientsParams::from_grads(loss.backward(), &self.head);
+        self.head = self.optimizer.step(lr, self.head.clone(), grads);
+        Ok((loss_sum, correct))
+    }
+
+    fn validate(&mut self) -> Result<Vec<Vec<f32>>, FitError> {
+        let layers = self.head.to_dense();
+        Ok(self
+            .data
+            .val
+            .features
+            .chunks_exact(self.data.dim)
+            .map(|row| scion_edge::postprocess::softmax(&apply_dense(&layers, row)))
+            .collect())
+    }
+
+    fn snapshot(&self) -> Trained {
+        Trained {
+            layers: self.head.to_dense(),
+            backbone: Vec::new(),
+        }
+    }
 }
 
 /// Train a head on `data` and keep the epoch with the lowest validation loss. `interrupt`
@@ -167,17 +334,8 @@ pub fn fit(
         dim,
         classes,
     } = *data;
+    check_labels(train_labels, val.labels, classes)?;
     let n = train_labels.len();
-    if n == 0 || val.labels.is_empty() {
-        return Err(FitError::Input(
-            "training needs at least one training and one validation image".into(),
-        ));
-    }
-    if classes < 2 {
-        return Err(FitError::Input(format!(
-            "training needs at least 2 classes, found {classes}"
-        )));
-    }
     if train_views.is_empty() || train_views.iter().any(|v| v.len() != n * dim) {
         return Err(FitError::Input(format!(
             "every training view must hold {n} x {dim} features"
@@ -189,47 +347,40 @@ pub fn fit(
             val.labels.len()
         )));
     }
-    if let Some(&bad) = train_labels
-        .iter()
-        .chain(val.labels)
-        .find(|&&c| c >= classes)
-    {
-        return Err(FitError::Input(format!(
-            "label {bad} out of range for {classes} classes"
-        )));
-    }
-
     device.seed(config.seed);
-    let mut head = Head::new(config.head, dim, classes, config.dropout, device);
-    let mut optimizer = match config.optimizer {
-        OptimizerKind::Adamw => AdamWConfig::new()
-            .with_weight_decay(config.weight_decay as f32)
-            .init(),
-        OptimizerKind::Sgd => SgdConfig::new()
-            .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(
-                config.weight_decay as f32,
-            )))
-            .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
-            .init(),
+    let mut learner = HeadLearner {
+        data: *data,
+        head: Head::new(config.head, dim, classes, config.dropout, device),
+        optimizer: optimizer(config),
+        loss_fn: loss_function(config, device),
+        device: device.clone(),
     };
-    let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing);
-    let loss_fn = CrossEntropyLossConfig::new()
-        .with_smoothing(smoothing)
-        .init(device);
+    train_loop(&mut learner, val.labels, config, interrupt, observer)
+}
 
+/// The training loop every learner shares: shuffled mini-batches, a per-step cosine
+/// schedule, validation after each epoch, the best epoch kept, early stopping, and Ctrl-C
+/// polled between batches.
+pub fn train_loop(
+    learner: &mut dyn Learner,
+    val_labels: &[usize],
+    config: &FitConfig,
+    interrupt: &AtomicBool,
+    observer: &mut dyn FitObserver,
+) -> Result<Fitted, FitError> {
+    let n = learner.train_len();
     let batch = config.batch.max(1);
     let steps_per_epoch = n.div_ceil(batch);
     let total_steps = (steps_per_epoch * config.epochs).max(1);
     let mut rng = SplitMix64::new(config.seed ^ 0x5C10_0F17);
     let mut order: Vec<usize> = (0..n).collect();
     let mut history = Vec::new();
-    let mut best: Option<(f64, usize, Vec<Dense>)> = None;
+    let mut best: Option<(f64, usize, Trained, Vec<Vec<f32>>)> = None;
     let mut stop = StopReason::Completed;
     let mut step = 0usize;
 
     'epochs: for epoch in 1..=config.epochs {
         let started = Instant::now();
-        let view = train_views[(epoch - 1) % train_views.len()];
         rng.shuffle(&mut order);
         let epoch_lr = cosine(config.lr, step, total_steps);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
@@ -238,35 +389,14 @@ pub fn fit(
                 stop = StopReason::Interrupted;
                 break 'epochs;
             }
-            let mut xs = Vec::with_capacity(chunk.len() * dim);
-            chunk
-                .iter()
-                .for_each(|&i| xs.extend_from_slice(&view[i * dim..(i + 1) * dim]));
-            let ys: Vec<i64> = chunk.iter().map(|&i| train_labels[i] as i64).collect();
-            let x = Tensor::<2>::from_data(TensorData::new(xs, [chunk.len(), dim]), device);
-            let y = Tensor::<1, Int>::from_data(TensorData::new(ys.clone(), [chunk.len()]), device);
-            let logits = head.forward(x);
-            let predicted: Vec<i64> = logits
-                .clone()
-                .argmax(1)
-                .into_data()
-                .try_into_vec_as::<i64>()
-                .expect("argmax gives integers");
-            correct += predicted.iter().zip(&ys).filter(|(p, y)| p == y).count();
-            let loss = loss_fn.forward(logits, y);
-            let loss_value: f32 = loss
-                .clone()
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .expect("loss is a float")[0];
-            loss_sum += f64::from(loss_value) * chunk.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &head);
-            head = optimizer.step(cosine(config.lr, step, total_steps), head, grads);
+            let (l, c) = learner.train_batch(epoch, chunk, cosine(config.lr, step, total_steps))?;
+            loss_sum += l;
+            correct += c;
             step += 1;
             observer.batch(epoch, b + 1, steps_per_epoch);
         }
-        let layers = head.to_dense();
-        let (val_loss, val_acc) = evaluate(&layers, val, dim);
+        let probs = learner.validate()?;
+        let (val_loss, val_acc) = score_probs(&probs, val_labels);
         let record = EpochRecord {
             epoch,
             lr: epoch_lr,
@@ -276,13 +406,13 @@ pub fn fit(
             val_acc,
         };
         tracing::debug!(?record, seconds = started.elapsed().as_secs_f64(), "epoch");
-        let improved = best.as_ref().is_none_or(|(l, _, _)| val_loss < *l);
+        let improved = best.as_ref().is_none_or(|b| val_loss < b.0);
         if improved {
-            best = Some((val_loss, epoch, layers));
+            best = Some((val_loss, epoch, learner.snapshot(), probs));
         }
         observer.epoch(
             &record,
-            improved.then(|| &best.as_ref().expect("just set").2[..]),
+            improved.then(|| &best.as_ref().expect("just set").2),
         );
         history.push(record);
         let best_epoch = best.as_ref().map_or(0, |b| b.1);
@@ -291,35 +421,35 @@ pub fn fit(
             break;
         }
     }
-    let (best_epoch, layers) = match best {
-        Some((_, epoch, layers)) => (epoch, layers),
-        None => (0, head.to_dense()),
+    let (best_epoch, trained, val_probs) = match best {
+        Some((_, epoch, trained, probs)) => (epoch, trained, probs),
+        None => (0, learner.snapshot(), learner.validate()?),
     };
     Ok(Fitted {
-        layers,
+        trained,
         best_epoch,
         history,
         stop,
+        val_probs,
     })
+}
+
+/// Mean cross-entropy and top-1 of probabilities against labels.
+pub fn score_probs(probs: &[Vec<f32>], labels: &[usize]) -> (f64, f64) {
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    for (p, &label) in probs.iter().zip(labels) {
+        loss -= f64::from(p[label].max(1e-12)).ln();
+        if argmax(p) == label {
+            correct += 1;
+        }
+    }
+    let n = labels.len().max(1) as f64;
+    (loss / n, correct as f64 / n)
 }
 
 /// The cosine schedule: `peak` at step 0, decaying to 0 at `total`.
 fn cosine(peak: f64, step: usize, total: usize) -> f64 {
     peak * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos())
-}
-
-/// Mean cross-entropy and top-1 of `layers` on a split.
-pub fn evaluate(layers: &[Dense], split: Split<'_>, dim: usize) -> (f64, f64) {
-    let (mut loss, mut correct) = (0.0f64, 0usize);
-    for (row, &label) in split.features.chunks_exact(dim).zip(split.labels) {
-        let probs = scion_edge::postprocess::softmax(&apply_dense(layers, row));
-        loss -= f64::from(probs[label].max(1e-12)).ln();
-        if argmax(&probs) == label {
-            correct += 1;
-        }
-    }
-    let n = split.labels.len().max(1) as f64;
-    (loss / n, correct as f64 / n)
 }
 
 /// Index of the largest value (the first one on ties).

@@ -7,14 +7,18 @@
 //! - [`loader`] + [`features`]: worker threads turn images into views, the backbone into
 //!   features, cached on disk;
 //! - [`head`] + [`fit`]: the new head trained with burn on a [`device`];
+//! - [`net`] + [`finetune`]: the backbone's own layers, interpreted from its ONNX graph,
+//!   trained with the head (`--unfreeze`, `--from-scratch`);
 //! - [`metrics`] + [`plots`]: how well it does;
 //! - [`export`] + [`score`]: the grafted ONNX model and its parity check on every engine.
 
 pub mod backbone;
 pub mod dataset;
 pub mod device;
+pub mod experiment;
 pub mod export;
 pub mod features;
+pub mod finetune;
 pub mod fit;
 pub mod head;
 pub mod idx;

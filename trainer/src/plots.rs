@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::fit::EpochRecord;
 use crate::metrics::Metrics;
@@ -96,7 +97,7 @@ pub fn curves(history: &[EpochRecord], best_epoch: usize, path: &Path) -> Result
         chart
             .configure_mesh()
             .x_desc("epoch")
-            .label_style(("sans-serif", 14))
+            .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| err(e.to_string()))?;
         for (which, colour, get) in [("train", BLUE, series[0]), ("val", RED, series[1])] {
@@ -198,5 +199,71 @@ fn shorten(name: &str) -> String {
         name.chars().take(17).chain(['…']).collect()
     } else {
         name.to_string()
+    }
+}
+
+/// Bars side by side, one panel per measure: `panels` are (title, values per arm).
+pub fn bars(arms: &[String], panels: &[(&str, Vec<f64>)], path: &Path) -> Result<(), PlotError> {
+    ensure_font()?;
+    let err = plot_err(path);
+    let width = 480 * panels.len().max(1) as u32;
+    let root = BitMapBackend::new(path, (width, 420)).into_drawing_area();
+    let last = arms.len().saturating_sub(1);
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (area, (title, values)) in areas.iter().zip(panels) {
+        let top = values.iter().copied().fold(0.0f64, f64::max).max(1e-9) * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(*title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d((0..last).into_segmented(), 0.0..top)
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|x| match x {
+                SegmentValue::CenterOf(i) => arms.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                let colour = Palette99::pick(i).filled();
+                let mut bar = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), v),
+                    ],
+                    colour,
+                );
+                bar.set_margin(0, 0, 18, 18);
+                bar
+            }))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                let style = TextStyle::from(("sans-serif", 15).into_font())
+                    .pos(Pos::new(HPos::Center, VPos::Bottom));
+                Text::new(
+                    format_value(v),
+                    (SegmentValue::CenterOf(i), v + top * 0.01),
+                    style,
+                )
+            }))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+fn format_value(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
     }
 }

@@ -9,7 +9,7 @@ use scion_edge::engine::{self, EngineKind, EngineOptions};
 use scion_onnx::builder::{self, attr_float, attr_int, attr_ints, node, tensor_f32, tensor_i64};
 use scion_onnx::pb::{GraphProto, ModelProto};
 use scion_tests::{asset, ort_lib};
-use scion_trainer::net::{Program, Value};
+use scion_trainer::net::{LoadOptions, Program, Value};
 
 fn lite0() -> scion_edge::Model {
     scion_edge::Model::load(
@@ -47,7 +47,7 @@ fn burn_forward_of_lite0_matches_tract() {
 
     let device = Device::flex();
     let (program, params) =
-        Program::load(&model.proto, &HashSet::new(), None, &device).expect("interpretable");
+        Program::load(&model.proto, &LoadOptions::default(), &device).expect("interpretable");
     let input = Tensor::<4>::from_data(
         TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]),
         &device,
@@ -230,7 +230,15 @@ fn loss(out: Value) -> Tensor<1> {
 
 fn loss_value(model: &ModelProto, trainable: &HashSet<String>, training: bool) -> f64 {
     let device = Device::flex();
-    let (program, params) = Program::load(model, trainable, None, &device).expect("load");
+    let (program, params) = Program::load(
+        model,
+        &LoadOptions {
+            trainable: trainable.clone(),
+            ..Default::default()
+        },
+        &device,
+    )
+    .expect("load");
     let out = program
         .forward(&params, input(&device), training)
         .expect("forward");
@@ -253,7 +261,15 @@ fn gradients_match_finite_differences_for_every_operator() {
     // Inference-mode batch norm (frozen statistics), then training mode (batch statistics).
     for training in [false, true] {
         let device = Device::flex().autodiff();
-        let (program, params) = Program::load(&model, &trainable, None, &device).expect("load");
+        let (program, params) = Program::load(
+            &model,
+            &LoadOptions {
+                trainable: trainable.clone(),
+                ..Default::default()
+            },
+            &device,
+        )
+        .expect("load");
         let out = program
             .forward(&params, input(&device), training)
             .expect("forward");
@@ -312,7 +328,7 @@ fn gradients_match_finite_differences_for_every_operator() {
 fn an_unsupported_operator_is_named_with_its_node() {
     let mut model = tiny_graph();
     model.graph.as_mut().expect("graph").node[4].op_type = "HardSwish".into();
-    let err = Program::load(&model, &HashSet::new(), None, &Device::flex())
+    let err = Program::load(&model, &LoadOptions::default(), &Device::flex())
         .expect_err("HardSwish is not supported");
     let message = err.to_string();
     assert!(
@@ -324,7 +340,7 @@ fn an_unsupported_operator_is_named_with_its_node() {
 #[test]
 fn lite0_blocks_unfreeze_policies_and_write_back() {
     use scion_onnx::patch::Patch;
-    use scion_trainer::net::freeze::{Unfreeze, blocks, trainable};
+    use scion_trainer::net::freeze::{Unfreeze, blocks, boundary, trainable};
     let model = lite0();
     let graph = model.proto.graph.as_ref().expect("graph");
     let found = blocks(graph, "features").expect("blocks");
@@ -363,6 +379,19 @@ fn lite0_blocks_unfreeze_policies_and_write_back() {
     let block15_first = &graph.node[found[16].nodes[0]].output[0];
     let from = trainable(graph, &Unfreeze::From(block15_first.clone()), "features").expect("from");
     assert!(!from.is_empty() && from.is_subset(&last2), "{from:?}");
+    // Where training starts: the output of block 14, which block 15 (and its residual,
+    // if any) reads; frozen layers before it are run once and cached.
+    let start = boundary(graph, &last2, "features").expect("boundary");
+    let block14_outputs: Vec<&String> = found[15]
+        .nodes
+        .iter()
+        .flat_map(|&n| &graph.node[n].output)
+        .collect();
+    assert!(
+        start.as_ref().is_some_and(|s| block14_outputs.contains(&s)),
+        "{start:?}"
+    );
+    assert_eq!(boundary(graph, &all, "features").expect("all"), None);
     let err = trainable(graph, &Unfreeze::Last(40), "features").expect_err("too many");
     assert!(err.to_string().contains("has 18 blocks"), "{err}");
     let err = trainable(graph, &Unfreeze::From("nope".into()), "features").expect_err("unknown");
@@ -386,7 +415,7 @@ fn lite0_blocks_unfreeze_policies_and_write_back() {
     .apply(&mut edited)
     .expect("write back");
     let (program, params) =
-        Program::load(&edited, &HashSet::new(), None, &Device::flex()).expect("load");
+        Program::load(&edited, &LoadOptions::default(), &Device::flex()).expect("load");
     let index = program
         .parameters()
         .iter()

@@ -3,6 +3,7 @@
 
 pub mod efficientnet;
 pub mod pickle;
+pub mod small_cnn;
 pub mod torch;
 
 use std::io::Read;

@@ -2,6 +2,7 @@
 
 mod data;
 mod eval;
+mod experiment;
 mod train;
 
 use anyhow::Result;
@@ -23,10 +24,14 @@ enum Command {
     /// Prepare and check labelled image folders.
     #[command(subcommand)]
     Data(data::DataCommand),
-    /// Train a new head on frozen backbone features and export one ONNX model.
+    /// Train a new head (optionally with backbone layers, or from scratch) and export one
+    /// ONNX model.
     Train(train::TrainArgs),
     /// Score an exported model on a labelled folder.
     Eval(eval::EvalArgs),
+    /// Compare ways of training on your data (head only, fine-tuned, from scratch).
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCommand),
 }
 
 /// Parse arguments and run; returns the process exit status.
@@ -37,5 +42,6 @@ pub fn run() -> Result<i32> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run_train(args),
         Command::Eval(args) => eval::run_eval(args),
+        Command::Experiment(cmd) => experiment::run(cmd),
     }
 }

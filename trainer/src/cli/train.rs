@@ -6,37 +6,72 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use scion_edge::engine::{EngineKind, EngineOptions};
-use scion_onnx::patch::Dense;
 use scion_trainer::device::DeviceKind;
-use scion_trainer::fit::{EpochRecord, FitConfig, FitObserver, OptimizerKind};
+use scion_trainer::finetune::TuneConfig;
+use scion_trainer::fit::{EpochRecord, FitConfig, FitObserver, OptimizerKind, Trained};
 use scion_trainer::head::HeadSpec;
+use scion_trainer::net::freeze::Unfreeze;
 use scion_trainer::train::{TrainJob, TrainObserver, run};
 
-/// Train a new head on a frozen pretrained backbone and export one self-describing ONNX
-/// model (backbone + head + softmax + card), checked on every engine.
+/// Train a new head on a pretrained backbone (optionally with its last layers, or the
+/// whole network from scratch) and export one self-describing ONNX model (backbone + head
+/// + softmax + card), checked on every engine.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The backbone ONNX with a model card (e.g. from `scion-edge import`).
-    #[arg(long, value_name = "MODEL")]
-    backbone: PathBuf,
-    /// Labelled images: DIR/<class>/* or DIR/{train,val}/<class>/*.
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
     /// Where to write the exported model.
     #[arg(long, short, value_name = "MODEL.onnx")]
     out: PathBuf,
+    /// Folder for metrics.json, plots and the checkpoint (default: beside --out).
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Backbone layers that train with the head: `none` (the head alone, on cached
+    /// features), `last:N` (the last N blocks found in the graph), `from:TENSOR`
+    /// (everything computed from that tensor on) or `all`. Frozen layers in front run
+    /// once and are cached.
+    #[arg(long, default_value = "none", value_name = "POLICY")]
+    unfreeze: Unfreeze,
+    /// Train the backbone's architecture from freshly initialised weights (He init), every
+    /// layer, at the head's learning rate: the baseline that shows what pretraining buys.
+    #[arg(long, conflicts_with = "unfreeze")]
+    from_scratch: bool,
+    #[command(flatten)]
+    setup: TrainSetup,
+}
+
+/// What `scion train` and `scion experiment` share: data, backbone and how to train.
+#[derive(Debug, Args)]
+pub struct TrainSetup {
+    /// The backbone ONNX with a model card (e.g. from `scion-edge import`).
+    #[arg(long, value_name = "MODEL")]
+    pub backbone: PathBuf,
+    /// Labelled images: DIR/<class>/* or DIR/{train,val}/<class>/*.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
     /// The head: `linear`, or `mlp:N` (a hidden layer of N with ReLU and dropout).
     #[arg(long, default_value = "linear", value_name = "linear|mlp:N")]
     head: HeadSpec,
     /// Maximum epochs.
     #[arg(long, default_value_t = FitConfig::default().epochs)]
-    epochs: usize,
-    /// Peak learning rate (cosine-decayed to zero).
+    pub epochs: usize,
+    /// Peak learning rate of the head (cosine-decayed to zero).
     #[arg(long, default_value_t = FitConfig::default().lr)]
     lr: f64,
+    /// The backbone's learning rate is the head's times this (default 0.1 when
+    /// fine-tuning, 1 from scratch).
+    #[arg(long, value_name = "SCALE")]
+    backbone_lr_scale: Option<f64>,
     /// Mini-batch size.
     #[arg(long, default_value_t = FitConfig::default().batch)]
     batch: usize,
+    /// Examples per forward/backward pass when backbone layers train; a batch's
+    /// micro-batch gradients are summed before one step. Bounds memory (e.g. 8 on a
+    /// 4 GB board) without changing the optimisation. Default: the whole batch.
+    #[arg(long, value_name = "N")]
+    micro_batch: Option<usize>,
+    /// Keep every batch norm in inference mode (running statistics frozen), even in
+    /// layers that train.
+    #[arg(long)]
+    freeze_batch_norm: bool,
     /// Seed of the validation split, the initial weights, shuffles and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -58,7 +93,7 @@ pub struct TrainArgs {
     /// Fraction of each class held out for validation when DIR has no val/ folder.
     #[arg(long, default_value_t = 0.2, value_name = "FRACTION")]
     val_split: f32,
-    /// Where the head trains and features are computed.
+    /// Where training runs and features are computed.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
     /// The backbone tensor the head reads (default: found automatically).
@@ -67,9 +102,6 @@ pub struct TrainArgs {
     /// Folder of cached backbone features.
     #[arg(long, default_value = ".scion/cache", value_name = "DIR")]
     cache: PathBuf,
-    /// Folder for metrics.json, plots and the checkpoint (default: beside --out).
-    #[arg(long, value_name = "DIR")]
-    report: Option<PathBuf>,
     /// Decode threads (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -78,7 +110,8 @@ pub struct TrainArgs {
     extract_batch: usize,
     /// Train on N augmented views of each image (random resized crop, flip, colour
     /// jitter), one per epoch in turn, instead of the plain view. Each view's features are
-    /// cached like the plain ones.
+    /// cached like the plain ones. When every layer trains, any N > 0 means a fresh view
+    /// every epoch.
     #[arg(long, default_value_t = 0, value_name = "N")]
     aug_views: usize,
     /// Keep decoded images in memory between views (on by itself for 2+ views).
@@ -92,79 +125,112 @@ pub struct TrainArgs {
     ort_lib: Option<PathBuf>,
 }
 
-pub fn run_train(args: TrainArgs) -> Result<i32> {
-    if !(0.0..1.0).contains(&args.label_smoothing) {
-        bail!(
-            "--label-smoothing {} must be in [0, 1)",
-            args.label_smoothing
-        );
-    }
-    if !(0.0..1.0).contains(&args.dropout) {
-        bail!("--dropout {} must be in [0, 1)", args.dropout);
-    }
-    if args.epochs == 0 || args.batch == 0 {
-        bail!("--epochs and --batch must be at least 1");
-    }
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
-    let report_dir = args.report.clone().unwrap_or_else(|| {
-        let stem = args
-            .out
-            .file_stem()
-            .map_or("model".into(), |s| s.to_string_lossy().into_owned());
-        args.out.with_file_name(format!("{stem}.report"))
-    });
-    let mut parity_engines = vec![EngineKind::OrtCpu, EngineKind::Tract];
-    if args.device == DeviceKind::Cuda {
-        parity_engines.insert(0, EngineKind::Cuda);
-    }
-    let job = TrainJob {
-        backbone: args.backbone,
-        data: args.data,
-        out: args.out,
-        report_dir,
-        cache_dir: args.cache,
-        feature_tensor: args.feature_tensor,
-        val_split: args.val_split,
-        fit: FitConfig {
-            head: args.head,
-            epochs: args.epochs,
-            lr: args.lr,
-            batch: args.batch,
-            seed: args.seed,
-            optimizer: args.optimizer,
-            weight_decay: args.weight_decay,
-            label_smoothing: args.label_smoothing,
-            dropout: args.dropout,
-            patience: args.patience,
-        },
-        device: args.device,
-        threads,
-        extract_batch: args.extract_batch,
-        keep_decoded: args.keep_decoded,
-        aug_views: args.aug_views,
-        engine: EngineOptions {
-            threads: 0,
-            ort_library: args.ort_lib,
-            spin_wait: false,
-        },
-        parity_engines,
-        tolerance: args.tolerance,
-    };
-
-    let interrupt = Arc::new(AtomicBool::new(false));
-    {
-        let interrupt = interrupt.clone();
-        ctrlc::set_handler(move || {
-            if interrupt.swap(true, Ordering::SeqCst) {
-                // A second Ctrl-C: stop now.
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: finishing with the best epoch so far (Ctrl-C again to quit)");
+impl TrainSetup {
+    /// The job for one run: `unfreeze` / `from_scratch` say what trains.
+    pub fn job(
+        &self,
+        out: PathBuf,
+        report: Option<PathBuf>,
+        unfreeze: Unfreeze,
+        from_scratch: bool,
+    ) -> Result<TrainJob> {
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            bail!(
+                "--label-smoothing {} must be in [0, 1)",
+                self.label_smoothing
+            );
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("--dropout {} must be in [0, 1)", self.dropout);
+        }
+        if self.epochs == 0 || self.batch == 0 || self.micro_batch == Some(0) {
+            bail!("--epochs, --batch and --micro-batch must be at least 1");
+        }
+        if let Some(scale) = self.backbone_lr_scale
+            && !(scale > 0.0 && scale.is_finite())
+        {
+            bail!("--backbone-lr-scale {scale} must be a positive number");
+        }
+        let threads = self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        });
+        let report_dir = report.unwrap_or_else(|| {
+            let stem = out
+                .file_stem()
+                .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+            out.with_file_name(format!("{stem}.report"))
+        });
+        let mut parity_engines = vec![EngineKind::OrtCpu, EngineKind::Tract];
+        if self.device == DeviceKind::Cuda {
+            parity_engines.insert(0, EngineKind::Cuda);
+        }
+        Ok(TrainJob {
+            backbone: self.backbone.clone(),
+            data: self.data.clone(),
+            out,
+            report_dir,
+            cache_dir: self.cache.clone(),
+            feature_tensor: self.feature_tensor.clone(),
+            val_split: self.val_split,
+            fit: FitConfig {
+                head: self.head,
+                epochs: self.epochs,
+                lr: self.lr,
+                batch: self.batch,
+                seed: self.seed,
+                optimizer: self.optimizer,
+                weight_decay: self.weight_decay,
+                label_smoothing: self.label_smoothing,
+                dropout: self.dropout,
+                patience: self.patience,
+            },
+            unfreeze,
+            from_scratch,
+            tune: TuneConfig {
+                backbone_lr_scale: self.backbone_lr_scale.unwrap_or(if from_scratch {
+                    1.0
+                } else {
+                    0.1
+                }),
+                micro_batch: self.micro_batch.unwrap_or(0),
+                ..TuneConfig::default()
+            },
+            freeze_batch_norm: self.freeze_batch_norm,
+            device: self.device,
+            threads,
+            extract_batch: self.extract_batch,
+            keep_decoded: self.keep_decoded,
+            aug_views: self.aug_views,
+            engine: EngineOptions {
+                threads: 0,
+                ort_library: self.ort_lib.clone(),
+                spin_wait: false,
+            },
+            parity_engines,
+            tolerance: self.tolerance,
         })
-        .context("cannot install the Ctrl-C handler")?;
     }
+}
+
+/// Ctrl-C sets the flag; a second one quits at once.
+pub fn interrupt_flag() -> Result<Arc<AtomicBool>> {
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = interrupt.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: finishing with the best epoch so far (Ctrl-C again to quit)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(interrupt)
+}
+
+pub fn run_train(args: TrainArgs) -> Result<i32> {
+    let job = args
+        .setup
+        .job(args.out, args.report, args.unfreeze, args.from_scratch)?;
+    let interrupt = interrupt_flag()?;
     let mut bars = Bars::default();
     let report = run(&job, &interrupt, &mut bars)
         .with_context(|| format!("training on {}", job.data.display()))?;
@@ -201,7 +267,7 @@ pub fn run_train(args: TrainArgs) -> Result<i32> {
 
 /// Progress bars on stderr: one per stage, one per epoch.
 #[derive(Default)]
-struct Bars {
+pub struct Bars {
     bar: Option<ProgressBar>,
 }
 
@@ -220,7 +286,7 @@ impl Bars {
         self.bar = Some(bar);
     }
 
-    fn clear(&mut self) {
+    pub fn clear(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
@@ -237,7 +303,7 @@ impl FitObserver for Bars {
         }
     }
 
-    fn epoch(&mut self, r: &EpochRecord, best: Option<&[Dense]>) {
+    fn epoch(&mut self, r: &EpochRecord, best: Option<&Trained>) {
         self.clear();
         eprintln!(
             "epoch {:>3}  lr {:.2e}  train loss {:.4} acc {:5.1}%  val loss {:.4} acc {:5.1}%{}",

@@ -190,6 +190,60 @@ pub fn trainable(
     })
 }
 
+/// Where the layers that train begin: the one tensor, computed by frozen layers, that
+/// everything trainable up to `until` depends on. Frozen layers before it can run once,
+/// on any engine, and their output be cached. `None` when training reaches back to the
+/// graph input or the trained part reads more than one frozen tensor (a skip connection
+/// across the cut): then the whole graph runs, frozen layers included.
+pub fn boundary(
+    graph: &GraphProto,
+    trainable: &HashSet<String>,
+    until: &str,
+) -> Result<Option<String>, NetError> {
+    let producers = scion_onnx::graph::producers(graph);
+    let mut needed = HashSet::new();
+    let mut stack = vec![until];
+    while let Some(t) = stack.pop() {
+        if let Some(&p) = producers.get(t)
+            && needed.insert(p)
+        {
+            stack.extend(graph.node[p].input.iter().map(String::as_str));
+        }
+    }
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut trained_outputs: HashSet<&str> = HashSet::new();
+    let mut region = Vec::new();
+    for n in scion_onnx::graph::topological_order(graph)? {
+        let node = &graph.node[n];
+        if needed.contains(&n)
+            && node
+                .input
+                .iter()
+                .any(|i| trainable.contains(i) || trained_outputs.contains(i.as_str()))
+        {
+            trained_outputs.extend(node.output.iter().map(String::as_str));
+            region.push(n);
+        }
+    }
+    let mut frozen_inputs: Vec<&str> = Vec::new();
+    for &n in &region {
+        for (k, i) in graph.node[n].input.iter().enumerate() {
+            let frozen = !i.is_empty()
+                && !initializers.contains(i.as_str())
+                && !trained_outputs.contains(i.as_str())
+                && !super::ops::constant_input(&graph.node[n].op_type, k);
+            if frozen && !frozen_inputs.contains(&i.as_str()) {
+                frozen_inputs.push(i);
+            }
+        }
+    }
+    let graph_inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    Ok(match frozen_inputs[..] {
+        [only] if !graph_inputs.contains(only) => Some(only.to_string()),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,16 +78,30 @@ pub struct Forward {
     pub running_stats: Vec<(usize, Tensor<1>)>,
 }
 
+/// How to read a graph into a [`Program`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions<'a> {
+    /// Initializers that get gradients. Batch-norm running statistics never do.
+    pub trainable: HashSet<String>,
+    /// Start at this tensor instead of the graph input: only what depends on it runs, and
+    /// it is what [`Program::forward`] is fed (e.g. a cached frozen prefix's output).
+    pub start: Option<&'a str>,
+    /// The tensors to return (default: the graph outputs). Only what they need runs.
+    pub outputs: Option<&'a [String]>,
+    /// Keep every batch norm in inference mode (running statistics, no update), even
+    /// where its scale trains.
+    pub freeze_batch_norm: bool,
+}
+
 impl Program {
-    /// Parse `model`. `trainable` names the initializers that get gradients; batch norms
-    /// whose scale is trainable run in training mode (batch statistics, running update).
-    /// `outputs` are the tensors to return (default: the graph outputs).
+    /// Parse `model`. Batch norms whose scale is trainable run in training mode (batch
+    /// statistics, running update) unless `freeze_batch_norm`.
     pub fn load(
         model: &ModelProto,
-        trainable: &HashSet<String>,
-        outputs: Option<&[String]>,
+        options: &LoadOptions<'_>,
         device: &Device,
     ) -> Result<(Program, GraphParams), NetError> {
+        let trainable = &options.trainable;
         let graph = model
             .graph
             .as_ref()
@@ -118,12 +132,28 @@ impl Program {
             .map(|i| i.name.as_str())
             .filter(|n| !init_names.contains(n))
             .collect();
-        let [input_name] = inputs[..] else {
-            return Err(NetError::Unsupported(format!(
-                "graphs with {} inputs (one image input expected)",
-                inputs.len()
-            )));
+        let input_name = match (options.start, &inputs[..]) {
+            (Some(start), _) => start,
+            (None, [only]) => only,
+            (None, _) => {
+                return Err(NetError::Unsupported(format!(
+                    "graphs with {} inputs (one image input expected)",
+                    inputs.len()
+                )));
+            }
         };
+        let wanted: Vec<String> = match options.outputs {
+            Some(o) => o.to_vec(),
+            None => graph.output.iter().map(|o| o.name.clone()).collect(),
+        };
+        let order = needed_between(graph, &order, input_name, &wanted)?;
+        // Running statistics are state, not parameters.
+        let statistics: HashSet<&str> = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "BatchNormalization")
+            .flat_map(|n| n.input.iter().skip(3).map(String::as_str))
+            .collect();
 
         let mut slot_of: HashMap<String, usize> = HashMap::new();
         slot_of.insert(input_name.to_string(), 0);
@@ -151,9 +181,9 @@ impl Program {
                             TensorData::new(values.clone(), [values.len()]),
                             device,
                         );
-                        param_values.push(
-                            Param::from_tensor(tensor).set_require_grad(trainable.contains(name)),
-                        );
+                        let trains =
+                            trainable.contains(name) && !statistics.contains(name.as_str());
+                        param_values.push(Param::from_tensor(tensor).set_require_grad(trains));
                         params.push((name.clone(), shape));
                         params.len() - 1
                     });
@@ -167,6 +197,7 @@ impl Program {
                 sources.push(source);
             }
             if let Op::BatchNorm { momentum, .. } = op
+                && !options.freeze_batch_norm
                 && node.input.get(1).is_some_and(|s| trainable.contains(s))
                 && let (Source::Param(mean), Source::Param(var)) = (sources[3], sources[4])
             {
@@ -182,10 +213,6 @@ impl Program {
                 output,
             });
         }
-        let wanted: Vec<String> = match outputs {
-            Some(o) => o.to_vec(),
-            None => graph.output.iter().map(|o| o.name.clone()).collect(),
-        };
         let outputs = wanted
             .into_iter()
             .map(|name| match slot_of.get(&name) {
@@ -207,6 +234,55 @@ impl Program {
                 values: param_values,
             },
         ))
+    }
+
+    /// Re-initialise every trainable parameter for training from scratch: He-normal
+    /// convolution and dense weights (std `sqrt(2 / fan_in)`), zero biases, batch norms
+    /// at scale 1, shift 0, mean 0, variance 1. Seeded, so a run can be repeated.
+    pub fn initialise(&self, params: &mut GraphParams, seed: u64) {
+        let mut rng = scion_edge::rng::SplitMix64::new(seed ^ 0x4E11_7000);
+        let mut done = HashSet::new();
+        for step in &self.steps {
+            for (k, source) in step.inputs.iter().enumerate() {
+                let Source::Param(p) = *source else { continue };
+                if !done.insert(p) {
+                    continue;
+                }
+                let shape = &self.params[p].1;
+                let len: usize = shape.iter().product();
+                let trains = params.values[p].is_require_grad();
+                let values = match (&step.op, k) {
+                    (Op::Conv { .. }, 1) if trains => {
+                        let fan_in: usize = shape.iter().skip(1).product();
+                        he_normal(&mut rng, len, fan_in)
+                    }
+                    (Op::Gemm { trans_b, .. }, 1) if trains && shape.len() == 2 => {
+                        he_normal(&mut rng, len, if *trans_b { shape[1] } else { shape[0] })
+                    }
+                    (Op::MatMul, 1) if trains && shape.len() == 2 => {
+                        he_normal(&mut rng, len, shape[0])
+                    }
+                    (Op::Conv { .. }, 2) | (Op::Gemm { .. }, 2) if trains => vec![0.0; len],
+                    (Op::BatchNorm { .. }, 1) if trains => vec![1.0; len],
+                    (Op::BatchNorm { .. }, 2) if trains => vec![0.0; len],
+                    (Op::BatchNorm { .. }, 3 | 4) => {
+                        // Statistics follow their layer's scale.
+                        let scale_trains = matches!(step.inputs[1], Source::Param(s)
+                            if params.values[s].is_require_grad());
+                        if !scale_trains {
+                            continue;
+                        }
+                        vec![if k == 3 { 0.0 } else { 1.0 }; len]
+                    }
+                    _ => continue,
+                };
+                let device = params.values[p].val().device();
+                params.set(
+                    p,
+                    Tensor::<1>::from_data(TensorData::new(values, [len]), &device),
+                );
+            }
+        }
     }
 
     /// Names and shapes of the parameters, in [`GraphParams`] order.
@@ -302,7 +378,94 @@ impl Program {
     }
 }
 
+/// `len` samples of N(0, 2 / fan_in) (Box-Muller on the seeded generator).
+fn he_normal(rng: &mut scion_edge::rng::SplitMix64, len: usize, fan_in: usize) -> Vec<f32> {
+    let std = (2.0 / fan_in.max(1) as f64).sqrt();
+    (0..len)
+        .map(|_| {
+            let u1 = ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64).max(1e-12);
+            let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * std) as f32
+        })
+        .collect()
+}
+
+/// The nodes, in `order`, that depend on `start` and that `outputs` need.
+fn needed_between(
+    graph: &scion_onnx::pb::GraphProto,
+    order: &[usize],
+    start: &str,
+    outputs: &[String],
+) -> Result<Vec<usize>, NetError> {
+    let producers = scion_onnx::graph::producers(graph);
+    let mut needed = HashSet::new();
+    let mut stack: Vec<&str> = outputs.iter().map(String::as_str).collect();
+    while let Some(t) = stack.pop() {
+        if t != start
+            && let Some(&p) = producers.get(t)
+            && needed.insert(p)
+        {
+            stack.extend(graph.node[p].input.iter().map(String::as_str));
+        }
+    }
+    let mut reached: HashSet<&str> = HashSet::from([start]);
+    let mut kept = Vec::new();
+    for &n in order {
+        let node = &graph.node[n];
+        if needed.contains(&n) && node.input.iter().any(|i| reached.contains(i.as_str())) {
+            reached.extend(node.output.iter().map(String::as_str));
+            kept.push(n);
+        }
+    }
+    if !outputs.iter().all(|o| reached.contains(o.as_str())) {
+        return Err(NetError::Shape(format!(
+            "the outputs {outputs:?} do not all depend on '{start}'"
+        )));
+    }
+    Ok(kept)
+}
+
 impl GraphParams {
+    /// The parameters that change in training (trainable ones, and the running
+    /// statistics of training-mode batch norms), by initializer name: what is written
+    /// back into the ONNX.
+    pub fn trained(&self, program: &Program) -> Vec<(String, Vec<f32>)> {
+        let mut changing: HashSet<usize> = program
+            .bn_updates
+            .iter()
+            .flat_map(|&(_, mean, var, _)| [mean, var])
+            .collect();
+        changing.extend(
+            self.values
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.is_require_grad())
+                .map(|(i, _)| i),
+        );
+        let mut indices: Vec<usize> = changing.into_iter().collect();
+        indices.sort_unstable();
+        indices
+            .into_iter()
+            .map(|i| {
+                let v = self.values[i]
+                    .val()
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("parameters are f32");
+                (program.params[i].0.clone(), v)
+            })
+            .collect()
+    }
+
+    /// How many values train.
+    pub fn trainable_len(&self) -> usize {
+        self.values
+            .iter()
+            .filter(|p| p.is_require_grad())
+            .map(|p| p.val().dims()[0])
+            .sum()
+    }
+
     /// The current values of every parameter, flat, in program order.
     pub fn values(&self) -> Vec<Vec<f32>> {
         self.values

@@ -1,13 +1,14 @@
 //! `scion train` end to end: data set → cached backbone features → head → export → parity
 //! check on every engine. The CLI adds progress bars and Ctrl-C; tests drive it directly.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use scion_edge::engine::{EngineKind, EngineOptions};
-use scion_onnx::patch::Dense;
 
+mod inputs;
 mod parity;
 mod records;
 
@@ -18,15 +19,21 @@ use records::{fingerprint, reference, summary_json, write_checkpoint, write_repo
 use crate::backbone::{Backbone, BackboneError};
 use crate::dataset::{Dataset, DatasetError, Sample};
 use crate::device::{DeviceError, DeviceKind};
-use crate::features::{CacheKey, FeatureCache, FeatureError, extract};
+use crate::features::FeatureError;
+use crate::features::ImageHash;
+use crate::finetune::{FineTune, TrunkInputs, TuneConfig};
 use crate::fit::{
-    EpochRecord, FitConfig, FitError, FitObserver, Fitted, Split, StopReason, TrainingData, fit,
+    EpochRecord, FitConfig, FitError, FitObserver, Fitted, Split, StopReason, Trained,
+    TrainingData, check_labels, fit, train_loop,
 };
-use crate::head::apply_dense;
-use crate::loader::{Loader, View};
+use crate::loader::Loader;
 use crate::metrics::Metrics;
+use crate::net::freeze::{self, Unfreeze};
+use crate::net::{LoadOptions, NetError, Program};
 use crate::score::Parity;
+use inputs::{Source, Totals};
 use scion_edge::augment::Augmentation;
+use scion_onnx::patch::Patch;
 
 /// Everything `scion train` needs.
 #[derive(Debug, Clone)]
@@ -47,6 +54,14 @@ pub struct TrainJob {
     pub val_split: f32,
     /// How to train the head (its seed also splits the data).
     pub fit: FitConfig,
+    /// Which backbone layers train with the head.
+    pub unfreeze: Unfreeze,
+    /// Re-initialise the whole backbone (He init) and train every layer.
+    pub from_scratch: bool,
+    /// Backbone learning-rate scale, micro-batches.
+    pub tune: TuneConfig,
+    /// Keep batch norms in inference mode even where their layer trains.
+    pub freeze_batch_norm: bool,
     /// Where training and feature extraction run.
     pub device: DeviceKind,
     /// Decode threads.
@@ -128,14 +143,22 @@ pub struct TrainReport {
     pub val_images: usize,
     /// Images skipped as unreadable, with reasons.
     pub skipped: Vec<(PathBuf, String)>,
-    /// Features computed now vs. found in the cache.
+    /// Features (or decoded images) computed now.
     pub features_computed: usize,
     /// Features found in the cache.
     pub features_cached: usize,
     /// Seconds spent on features.
     pub feature_seconds: f64,
-    /// Seconds spent training the head.
+    /// Seconds spent training.
     pub fit_seconds: f64,
+    /// Training images processed per second (forward and backward).
+    pub train_images_per_second: f64,
+    /// Backbone values that trained (0 for a head alone).
+    pub trainable_backbone_values: usize,
+    /// What trained: `none` (the head), `last:N`, `from:T`, `all` or `from-scratch`.
+    pub unfreeze: String,
+    /// Peak resident memory of the process at the end of the run.
+    pub peak_rss_bytes: Option<u64>,
     /// Per-epoch history.
     pub history: Vec<EpochRecord>,
     /// The epoch exported.
@@ -157,21 +180,6 @@ impl TrainReport {
     }
 }
 
-#[derive(Default)]
-struct FeatureTotals {
-    computed: usize,
-    cached: usize,
-    skipped: Vec<(PathBuf, String)>,
-}
-
-impl FeatureTotals {
-    fn add(&mut self, stats: &crate::features::ExtractStats) {
-        self.computed += stats.computed;
-        self.cached += stats.cached;
-        self.skipped.extend(stats.failed.iter().cloned());
-    }
-}
-
 struct Relay<'a> {
     inner: &'a mut dyn TrainObserver,
     checkpoint: PathBuf,
@@ -183,9 +191,9 @@ impl FitObserver for Relay<'_> {
     fn batch(&mut self, epoch: usize, done: usize, total: usize) {
         self.inner.batch(epoch, done, total)
     }
-    fn epoch(&mut self, record: &EpochRecord, best: Option<&[Dense]>) {
-        if let Some(layers) = best
-            && let Err(e) = write_checkpoint(&self.checkpoint, layers, self.classes, record)
+    fn epoch(&mut self, record: &EpochRecord, best: Option<&Trained>) {
+        if let Some(trained) = best
+            && let Err(e) = write_checkpoint(&self.checkpoint, trained, self.classes, record)
         {
             self.error.get_or_insert(e);
         }
@@ -214,106 +222,53 @@ pub fn run(
     let training_device = job.device.training_device()?;
     let backbone = Backbone::load(&job.backbone, job.feature_tensor.as_deref())?;
     std::fs::create_dir_all(&job.report_dir).map_err(|e| report_err(&job.report_dir, &e))?;
+    let graph = backbone.model.proto.graph.clone().unwrap_or_default();
+    let policy = if job.from_scratch {
+        Unfreeze::All
+    } else {
+        job.unfreeze.clone()
+    };
+    let net_err = |e: NetError| TrainError::Data(format!("{}: {e}", job.backbone.display()));
+    let trainable = trainable_in(job, &backbone, &policy)?;
+    // Where the trained layers begin: the head reads features; unfrozen layers read the
+    // output of the frozen prefix, or the images when everything trains.
+    let start = match policy {
+        Unfreeze::None => Some(backbone.feature_tensor.clone()),
+        _ if job.from_scratch => None,
+        _ => freeze::boundary(&graph, &trainable, &backbone.feature_tensor).map_err(net_err)?,
+    };
 
-    // Features: the eval view of every image, plus augmented views of the training images.
+    // Inputs.
     let started = Instant::now();
-    let mut session = backbone.feature_session(job.device.feature_engine(), &job.engine)?;
-    let dim = backbone.feature_dim(session.as_mut())?;
     let loader = Loader::new(
         backbone.model.card.preprocessing.clone(),
-        job.keep_decoded || job.aug_views > 1,
+        job.keep_decoded || job.aug_views > 1 || start.is_none(),
     );
-    let mut totals = FeatureTotals::default();
-    let mut features_of = |name: &str,
-                           samples: &[Sample],
-                           view: View,
-                           observer: &mut dyn TrainObserver|
-     -> Result<Vec<Option<Vec<f32>>>, TrainError> {
-        let key = CacheKey {
-            backbone_sha256: backbone.sha256.clone(),
-            preprocessing: backbone.model.card.preprocessing.clone(),
-            feature_tensor: backbone.feature_tensor.clone(),
-            view: view.key(),
-        };
-        let mut cache = FeatureCache::open(&job.cache_dir, &key, dim)?;
-        let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
-        observer.stage(&format!("features ({name})"), Some(paths.len()));
-        let extracted = extract(
-            &paths,
-            &loader,
-            &view,
-            &backbone.feature_tensor,
-            session.as_mut(),
-            &mut cache,
-            job.extract_batch,
-            job.threads,
-            &mut |done| observer.progress(done) && !interrupt.load(Ordering::Relaxed),
-        )?;
-        let s = &extracted.stats;
-        let mut line = format!(
-            "{name}: {} images, {} computed, {} cached, {} skipped",
-            paths.len(),
-            s.computed,
-            s.cached,
-            s.failed.len()
-        );
-        if s.computed > 0 {
-            let t = &s.throughput;
-            line.push_str(&format!(
-                "; loader {:.0} images/s on {} threads, engine {:.0} images/s: {} bound",
-                t.loader_rate(),
-                t.threads,
-                t.consumer_rate(),
-                if t.loader_bound() { "loader" } else { "engine" }
-            ));
+    let mut totals = Totals::default();
+    let prepared = match &start {
+        Some(tensor) => {
+            let cut = if *tensor == backbone.feature_tensor {
+                None
+            } else {
+                Some(Backbone::load(&job.backbone, Some(tensor))?)
+            };
+            inputs::cached(
+                job,
+                &dataset,
+                cut.as_ref().unwrap_or(&backbone),
+                &loader,
+                &mut totals,
+                interrupt,
+                observer,
+            )?
         }
-        observer.finished(&line);
-        totals.add(&extracted.stats);
-        Ok(extracted.features)
+        None => inputs::images(job, &dataset, &loader, &mut totals, interrupt, observer)?,
     };
-    let mut train_views = Vec::new();
-    if job.aug_views == 0 {
-        train_views.push(features_of("train", &dataset.train, View::Eval, observer)?);
-    }
-    for index in 0..job.aug_views {
-        let view = View::Augmented {
-            augmentation: Augmentation::default(),
-            seed: job.fit.seed,
-            index,
-        };
-        let name = format!("train, view {}/{}", index + 1, job.aug_views);
-        train_views.push(features_of(&name, &dataset.train, view, observer)?);
-    }
-    let val_features = features_of("val", &dataset.val, View::Eval, observer)?;
     let feature_seconds = started.elapsed().as_secs_f64();
-    drop(session);
-    // An image is used when every view of it could be computed.
-    let train_kept: Vec<usize> = (0..dataset.train.len())
-        .filter(|&i| train_views.iter().all(|v| v[i].is_some()))
-        .collect();
-    let train_y: Vec<usize> = train_kept.iter().map(|&i| dataset.train[i].class).collect();
-    let train_x: Vec<Vec<f32>> = train_views
-        .iter()
-        .map(|v| {
-            train_kept
-                .iter()
-                .flat_map(|&i| v[i].clone().expect("kept"))
-                .collect()
-        })
-        .collect();
-    let train_kept: Vec<Sample> = train_kept
-        .iter()
-        .map(|&i| dataset.train[i].clone())
-        .collect();
-    let (mut val_x, mut val_y, mut val_kept) = (Vec::new(), Vec::new(), Vec::new());
-    for (sample, f) in dataset.val.iter().zip(val_features) {
-        if let Some(f) = f {
-            val_x.extend(f);
-            val_y.push(sample.class);
-            val_kept.push(sample.clone());
-        }
-    }
-    for (split, y) in [("training", &train_y), ("validation", &val_y)] {
+    for (split, y) in [
+        ("training", &prepared.train_labels),
+        ("validation", &prepared.val_labels),
+    ] {
         if y.is_empty() {
             return Err(TrainError::Data(format!(
                 "no readable {split} images in {}",
@@ -321,7 +276,8 @@ pub fn run(
             )));
         }
     }
-    let present: std::collections::BTreeSet<usize> = train_y.iter().copied().collect();
+    let present: std::collections::BTreeSet<usize> =
+        prepared.train_labels.iter().copied().collect();
     if present.len() < 2 {
         return Err(TrainError::Data(format!(
             "{}: fewer than two classes have readable training images",
@@ -329,7 +285,7 @@ pub fn run(
         )));
     }
 
-    // Head.
+    // Training.
     let started = Instant::now();
     observer.stage("training", Some(job.fit.epochs));
     let mut relay = Relay {
@@ -338,25 +294,126 @@ pub fn run(
         classes: &dataset.classes,
         error: None,
     };
-    let views: Vec<&[f32]> = train_x.iter().map(Vec::as_slice).collect();
-    let data = TrainingData {
-        train_views: &views,
-        train_labels: &train_y,
-        val: Split {
-            features: &val_x,
-            labels: &val_y,
-        },
-        dim,
-        classes: dataset.classes.len(),
+    let classes = dataset.classes.len();
+    let mut trainable_values = 0;
+    let fitted: Fitted = match (&prepared.source, policy) {
+        (
+            Source::Cached {
+                train_views,
+                val,
+                shape,
+            },
+            Unfreeze::None,
+        ) => {
+            let dim = shape.iter().product();
+            let views: Vec<&[f32]> = train_views.iter().map(Vec::as_slice).collect();
+            let data = TrainingData {
+                train_views: &views,
+                train_labels: &prepared.train_labels,
+                val: Split {
+                    features: val,
+                    labels: &prepared.val_labels,
+                },
+                dim,
+                classes,
+            };
+            fit(&data, &job.fit, &training_device, interrupt, &mut relay)?
+        }
+        (source, _) => {
+            check_labels(&prepared.train_labels, &prepared.val_labels, classes)?;
+            let outputs = [backbone.feature_tensor.clone()];
+            let options = LoadOptions {
+                trainable,
+                start: start.as_deref(),
+                outputs: Some(&outputs),
+                freeze_batch_norm: job.freeze_batch_norm,
+            };
+            let (program, mut params) =
+                Program::load(&backbone.model.proto, &options, &training_device)
+                    .map_err(net_err)?;
+            if job.from_scratch {
+                program.initialise(&mut params, job.fit.seed);
+            }
+            trainable_values = params.trainable_len();
+            let (train, val) = match source {
+                Source::Cached {
+                    train_views,
+                    val,
+                    shape,
+                } => {
+                    let shape: [usize; 3] = shape[..].try_into().map_err(|_| {
+                        TrainError::Data(format!(
+                            "'{}' has shape {shape:?}; fine-tuning starts at a [channels, \
+                             height, width] tensor",
+                            start.as_deref().unwrap_or_default()
+                        ))
+                    })?;
+                    (
+                        TrunkInputs::Cached {
+                            views: train_views.clone(),
+                            shape,
+                        },
+                        TrunkInputs::Cached {
+                            views: vec![val.clone()],
+                            shape,
+                        },
+                    )
+                }
+                Source::Images { train, val } => {
+                    let with_paths = |samples: &[Sample], hashes: &[ImageHash]| {
+                        samples
+                            .iter()
+                            .zip(hashes)
+                            .map(|(s, h)| (s.path.clone(), *h))
+                            .collect::<Vec<_>>()
+                    };
+                    (
+                        TrunkInputs::Images {
+                            loader: &loader,
+                            images: with_paths(&prepared.train, train),
+                            augment: (job.aug_views > 0)
+                                .then_some((Augmentation::default(), job.fit.seed)),
+                            threads: job.threads,
+                        },
+                        TrunkInputs::Images {
+                            loader: &loader,
+                            images: with_paths(&prepared.val, val),
+                            augment: None,
+                            threads: job.threads,
+                        },
+                    )
+                }
+            };
+            let mut learner = FineTune::new(
+                program,
+                params,
+                &backbone.feature_tensor,
+                classes,
+                &job.fit,
+                job.tune.clone(),
+                train,
+                &prepared.train_labels,
+                val,
+                &training_device,
+            )?;
+            train_loop(
+                &mut learner,
+                &prepared.val_labels,
+                &job.fit,
+                interrupt,
+                &mut relay,
+            )?
+        }
     };
-    let fitted: Fitted = fit(&data, &job.fit, &training_device, interrupt, &mut relay)?;
     if let Some(e) = relay.error {
         return Err(e);
     }
     let fit_seconds = started.elapsed().as_secs_f64();
+    let trained_images = prepared.train.len() * fitted.history.len();
     observer.finished(&format!(
-        "trained {} epochs in {fit_seconds:.1}s ({}); best epoch {}",
+        "trained {} epochs in {fit_seconds:.1}s ({:.0} images/s, {}); best epoch {}",
         fitted.history.len(),
+        trained_images as f64 / fit_seconds.max(1e-9),
         match fitted.stop {
             StopReason::Completed => "all epochs",
             StopReason::EarlyStopped => "early stop",
@@ -366,41 +423,50 @@ pub fn run(
     ));
 
     // Metrics as the trainer sees them.
-    let expected: Vec<Vec<f32>> = val_x
-        .chunks_exact(dim)
-        .map(|row| scion_edge::postprocess::softmax(&apply_dense(&fitted.layers, row)))
-        .collect();
+    let expected = &fitted.val_probs;
     let flat: Vec<f32> = expected.iter().flatten().copied().collect();
-    let metrics = Metrics::compute(&flat, &val_y, &dataset.classes);
+    let metrics = Metrics::compute(&flat, &prepared.val_labels, &dataset.classes);
 
     // Export.
     let training = serde_json::json!({
         "fit": job.fit,
         "device": job.device,
         "feature_tensor": backbone.feature_tensor,
+        "unfreeze": policy_name(job),
+        "trained_from": start,
+        "tune": job.tune,
+        "freeze_batch_norm": job.freeze_batch_norm,
         "val_split": job.val_split,
         "aug_views": job.aug_views,
         "split_here": dataset.split_here,
-        "train_images": train_y.len(),
-        "val_images": val_y.len(),
+        "train_images": prepared.train.len(),
+        "val_images": prepared.val.len(),
         "best_epoch": fitted.best_epoch,
         "stop": fitted.stop,
     });
-    let references = val_kept
+    let references = prepared
+        .val
         .iter()
-        .zip(&expected)
+        .zip(expected)
         .take(4)
         .map(|(s, p)| reference(s, p))
         .collect::<Result<Vec<_>, _>>()?;
-    let dataset_fingerprint = fingerprint(&dataset.classes, &train_kept, &val_kept)?;
+    let dataset_fingerprint = fingerprint(&dataset.classes, &prepared.train, &prepared.val)?;
     let name = job
         .out
         .file_stem()
         .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let mut source_model = backbone.model.clone();
+    if !fitted.trained.backbone.is_empty() {
+        Patch::SetInitializers {
+            values: fitted.trained.backbone.clone(),
+        }
+        .apply(&mut source_model.proto)?;
+    }
     let mut model = crate::export::build(
-        &backbone.model,
+        &source_model,
         &backbone.feature_tensor,
-        &fitted.layers,
+        &fitted.trained.layers,
         crate::export::ExportInfo {
             name,
             labels: dataset.classes.clone(),
@@ -411,15 +477,16 @@ pub fn run(
             references,
         },
     )?;
+    drop(source_model);
     scion_onnx::io::save(&model, &job.out)?;
 
     // Parity on every engine.
-    let val_paths: Vec<PathBuf> = val_kept.iter().map(|s| s.path.clone()).collect();
+    let val_paths: Vec<PathBuf> = prepared.val.iter().map(|s| s.path.clone()).collect();
     let parities = check_parity(
         job,
         &model,
         &val_paths,
-        &expected,
+        expected,
         &dataset_fingerprint,
         observer,
     )?;
@@ -433,13 +500,17 @@ pub fn run(
     totals.skipped.dedup();
     let report = TrainReport {
         classes: dataset.classes.clone(),
-        train_images: train_y.len(),
-        val_images: val_y.len(),
+        train_images: prepared.train.len(),
+        val_images: prepared.val.len(),
         skipped: totals.skipped,
         features_computed: totals.computed,
         features_cached: totals.cached,
         feature_seconds,
         fit_seconds,
+        train_images_per_second: trained_images as f64 / fit_seconds.max(1e-9),
+        trainable_backbone_values: trainable_values,
+        unfreeze: policy_name(job),
+        peak_rss_bytes: peak_rss_bytes(),
         history: fitted.history,
         best_epoch: fitted.best_epoch,
         stop: fitted.stop,
@@ -449,4 +520,55 @@ pub fn run(
     };
     write_reports(&job.report_dir, &report)?;
     Ok(report)
+}
+
+/// Check, before any work, that `policy` finds layers to train in the job's backbone.
+pub fn check_policy(job: &TrainJob, policy: &Unfreeze) -> Result<(), TrainError> {
+    let backbone = Backbone::load(&job.backbone, job.feature_tensor.as_deref())?;
+    trainable_in(job, &backbone, policy).map(drop)
+}
+
+/// The initializers `policy` trains in `backbone`; an error when it finds none.
+fn trainable_in(
+    job: &TrainJob,
+    backbone: &Backbone,
+    policy: &Unfreeze,
+) -> Result<HashSet<String>, TrainError> {
+    let graph = backbone.model.proto.graph.as_ref();
+    let trainable = freeze::trainable(
+        graph.unwrap_or(&Default::default()),
+        policy,
+        &backbone.feature_tensor,
+    )
+    .map_err(|e| TrainError::Data(format!("{}: {e}", job.backbone.display())))?;
+    if *policy != Unfreeze::None && trainable.is_empty() {
+        return Err(TrainError::Data(format!(
+            "--unfreeze {policy}: no trainable layer found in {}",
+            job.backbone.display()
+        )));
+    }
+    Ok(trainable)
+}
+
+/// How the run trained, in words for the card and the report.
+fn policy_name(job: &TrainJob) -> String {
+    if job.from_scratch {
+        "from-scratch".into()
+    } else {
+        job.unfreeze.to_string()
+    }
+}
+
+/// The process's peak resident memory so far (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Start measuring the peak resident memory afresh (Linux: write 5 to `clear_refs`), so
+/// runs in one process each get their own peak. Best effort.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }

@@ -5,12 +5,11 @@ use std::path::Path;
 
 use scion_edge::engine::EngineKind;
 use scion_onnx::card::ReferenceOutput;
-use scion_onnx::patch::Dense;
 use sha2::{Digest, Sha256};
 
 use super::{TrainError, TrainReport};
 use crate::dataset::Sample;
-use crate::fit::EpochRecord;
+use crate::fit::{EpochRecord, Trained};
 use crate::metrics::Metrics;
 
 /// The card keeps totals and per-class figures; the full confusion matrix is in the report.
@@ -98,15 +97,39 @@ struct Checkpoint<'a> {
     val_loss: f64,
     val_acc: f64,
     layers: Vec<serde_json::Value>,
+    backbone: Vec<serde_json::Value>,
 }
 
+/// The best weights so far: the head as JSON (`checkpoint.json`) and, when backbone layers
+/// train, their values as little-endian f32 in `checkpoint.backbone.f32`, named and sized
+/// in the JSON. Each file is replaced atomically; the JSON is written last.
 pub(super) fn write_checkpoint(
     path: &Path,
-    layers: &[Dense],
+    trained: &Trained,
     classes: &[String],
     record: &EpochRecord,
 ) -> Result<(), TrainError> {
+    let report = |path: &Path, e: std::io::Error| TrainError::Report {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    let layers = &trained.layers;
+    if !trained.backbone.is_empty() {
+        let values = path.with_extension("backbone.f32");
+        let bytes: Vec<u8> = trained
+            .backbone
+            .iter()
+            .flat_map(|(_, v)| v.iter().flat_map(|x| x.to_le_bytes()))
+            .collect();
+        scion_onnx::io::write_atomically(&values, &bytes)
+            .map_err(|e| report(&values, std::io::Error::other(e.to_string())))?;
+    }
     let checkpoint = Checkpoint {
+        backbone: trained
+            .backbone
+            .iter()
+            .map(|(name, v)| serde_json::json!({ "name": name, "len": v.len() }))
+            .collect(),
         classes,
         epoch: record.epoch,
         val_loss: record.val_loss,
@@ -122,14 +145,13 @@ pub(super) fn write_checkpoint(
             .collect(),
     };
     let json = serde_json::to_vec(&checkpoint).expect("a checkpoint serializes");
-    scion_onnx::io::write_atomically(path, &json).map_err(|e| TrainError::Report {
-        path: path.into(),
-        message: e.to_string(),
-    })
+    scion_onnx::io::write_atomically(path, &json)
+        .map_err(|e| report(path, std::io::Error::other(e.to_string())))
 }
 
-/// `metrics.json`, `history.json`, `curves.png`, `confusion.png` in the report folder. A
-/// missing font skips the plots with a warning; the numbers are still written.
+/// `metrics.json`, `history.json`, `parity.json`, `run.json`, `curves.png`, `confusion.png`
+/// in the report folder. A missing font skips the plots with a warning; the numbers are
+/// still written.
 pub(super) fn write_reports(dir: &Path, report: &TrainReport) -> Result<(), TrainError> {
     let write = |name: &str, value: &dyn erased::Json| -> Result<(), TrainError> {
         let path = dir.join(name);
@@ -143,6 +165,24 @@ pub(super) fn write_reports(dir: &Path, report: &TrainReport) -> Result<(), Trai
     write("metrics.json", &report.metrics)?;
     write("history.json", &report.history)?;
     write("parity.json", &report.parity)?;
+    write(
+        "run.json",
+        &serde_json::json!({
+            "unfreeze": report.unfreeze,
+            "train_images": report.train_images,
+            "val_images": report.val_images,
+            "skipped": report.skipped.len(),
+            "feature_seconds": report.feature_seconds,
+            "fit_seconds": report.fit_seconds,
+            "train_images_per_second": report.train_images_per_second,
+            "trainable_backbone_values": report.trainable_backbone_values,
+            "peak_rss_bytes": report.peak_rss_bytes,
+            "epochs": report.history.len(),
+            "best_epoch": report.best_epoch,
+            "stop": report.stop,
+            "top1": report.metrics.top1,
+        }),
+    )?;
     for result in [
         crate::plots::curves(&report.history, report.best_epoch, &dir.join("curves.png")),
         crate::plots::confusion(&report.metrics, &dir.join("confusion.png")),
