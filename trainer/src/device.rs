@@ -25,7 +25,7 @@ pub struct DeviceError {
 }
 
 impl DeviceKind {
-    /// The burn device for head training, with autodiff.
+    /// The burn device for training (head and backbone layers alike), with autodiff.
     pub fn training_device(self) -> Result<Device, DeviceError> {
         match self {
             DeviceKind::Cpu => Ok(Device::flex().autodiff()),

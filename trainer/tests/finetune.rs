@@ -189,6 +189,32 @@ fn a_small_cnn_trains_from_scratch_with_batch_norm() {
     }
     let run = run_json(&dir.path().join("m.report"));
     assert_eq!(run["unfreeze"], "from-scratch");
+
+    // --freeze-batch-norm: the layers train, their statistics stay where they were.
+    let frozen = dir.path().join("frozen.onnx");
+    scion()
+        .arg("train")
+        .arg("--backbone")
+        .arg(&small)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&frozen)
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .args(["--from-scratch", "--freeze-batch-norm", "--epochs", "1"])
+        .assert()
+        .success();
+    let before = initializers(&small);
+    let after = initializers(&frozen);
+    assert_eq!(after["blocks.0.bn.mean"], before["blocks.0.bn.mean"]);
+    assert_eq!(after["blocks.2.bn.var"], before["blocks.2.bn.var"]);
+    assert!(
+        max_diff(
+            &after["blocks.1.conv.weight"],
+            &before["blocks.1.conv.weight"]
+        ) > 0.0
+    );
 }
 
 #[test]

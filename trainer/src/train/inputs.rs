@@ -108,11 +108,11 @@ pub(super) fn cached(
         .filter(|&i| train_views.iter().all(|v| v[i].is_some()))
         .collect();
     let train_x: Vec<Vec<f32>> = train_views
-        .iter()
-        .map(|v| {
+        .into_iter()
+        .map(|mut v| {
             train_kept
                 .iter()
-                .flat_map(|&i| v[i].clone().expect("kept"))
+                .flat_map(|&i| v[i].take().expect("kept"))
                 .collect()
         })
         .collect();

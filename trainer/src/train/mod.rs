@@ -11,28 +11,27 @@ use scion_edge::engine::{EngineKind, EngineOptions};
 mod inputs;
 mod parity;
 mod records;
+mod tune;
 
 use parity::check_parity;
 
 use records::{fingerprint, reference, summary_json, write_checkpoint, write_reports};
 
 use crate::backbone::{Backbone, BackboneError};
-use crate::dataset::{Dataset, DatasetError, Sample};
+use crate::dataset::{Dataset, DatasetError};
 use crate::device::{DeviceError, DeviceKind};
 use crate::features::FeatureError;
-use crate::features::ImageHash;
-use crate::finetune::{FineTune, TrunkInputs, TuneConfig};
+use crate::finetune::TuneConfig;
 use crate::fit::{
     EpochRecord, FitConfig, FitError, FitObserver, Fitted, Split, StopReason, Trained,
-    TrainingData, check_labels, fit, train_loop,
+    TrainingData, fit,
 };
 use crate::loader::Loader;
 use crate::metrics::Metrics;
+use crate::net::NetError;
 use crate::net::freeze::{self, Unfreeze};
-use crate::net::{LoadOptions, NetError, Program};
 use crate::score::Parity;
 use inputs::{Source, Totals};
-use scion_edge::augment::Augmentation;
 use scion_onnx::patch::Patch;
 
 /// Everything `scion train` needs.
@@ -245,7 +244,7 @@ pub fn run(
         job.keep_decoded || job.aug_views > 1 || start.is_none(),
     );
     let mut totals = Totals::default();
-    let prepared = match &start {
+    let mut prepared = match &start {
         Some(tensor) => {
             let cut = if *tensor == backbone.feature_tensor {
                 None
@@ -296,7 +295,15 @@ pub fn run(
     };
     let classes = dataset.classes.len();
     let mut trainable_values = 0;
-    let fitted: Fitted = match (&prepared.source, policy) {
+    // The tensors move into training; what stays in `prepared` are the samples.
+    let source = std::mem::replace(
+        &mut prepared.source,
+        Source::Images {
+            train: Vec::new(),
+            val: Vec::new(),
+        },
+    );
+    let fitted: Fitted = match (source, policy) {
         (
             Source::Cached {
                 train_views,
@@ -311,7 +318,7 @@ pub fn run(
                 train_views: &views,
                 train_labels: &prepared.train_labels,
                 val: Split {
-                    features: val,
+                    features: &val,
                     labels: &prepared.val_labels,
                 },
                 dim,
@@ -320,89 +327,23 @@ pub fn run(
             fit(&data, &job.fit, &training_device, interrupt, &mut relay)?
         }
         (source, _) => {
-            check_labels(&prepared.train_labels, &prepared.val_labels, classes)?;
-            let outputs = [backbone.feature_tensor.clone()];
-            let options = LoadOptions {
-                trainable,
-                start: start.as_deref(),
-                outputs: Some(&outputs),
-                freeze_batch_norm: job.freeze_batch_norm,
-            };
-            let (program, mut params) =
-                Program::load(&backbone.model.proto, &options, &training_device)
-                    .map_err(net_err)?;
-            if job.from_scratch {
-                program.initialise(&mut params, job.fit.seed);
-            }
-            trainable_values = params.trainable_len();
-            let (train, val) = match source {
-                Source::Cached {
-                    train_views,
-                    val,
-                    shape,
-                } => {
-                    let shape: [usize; 3] = shape[..].try_into().map_err(|_| {
-                        TrainError::Data(format!(
-                            "'{}' has shape {shape:?}; fine-tuning starts at a [channels, \
-                             height, width] tensor",
-                            start.as_deref().unwrap_or_default()
-                        ))
-                    })?;
-                    (
-                        TrunkInputs::Cached {
-                            views: train_views.clone(),
-                            shape,
-                        },
-                        TrunkInputs::Cached {
-                            views: vec![val.clone()],
-                            shape,
-                        },
-                    )
-                }
-                Source::Images { train, val } => {
-                    let with_paths = |samples: &[Sample], hashes: &[ImageHash]| {
-                        samples
-                            .iter()
-                            .zip(hashes)
-                            .map(|(s, h)| (s.path.clone(), *h))
-                            .collect::<Vec<_>>()
-                    };
-                    (
-                        TrunkInputs::Images {
-                            loader: &loader,
-                            images: with_paths(&prepared.train, train),
-                            augment: (job.aug_views > 0)
-                                .then_some((Augmentation::default(), job.fit.seed)),
-                            threads: job.threads,
-                        },
-                        TrunkInputs::Images {
-                            loader: &loader,
-                            images: with_paths(&prepared.val, val),
-                            augment: None,
-                            threads: job.threads,
-                        },
-                    )
-                }
-            };
-            let mut learner = FineTune::new(
-                program,
-                params,
-                &backbone.feature_tensor,
+            let (fitted, values) = tune::fine_tune(
+                job,
+                &backbone,
+                &prepared,
                 classes,
-                &job.fit,
-                job.tune.clone(),
-                train,
-                &prepared.train_labels,
-                val,
+                source,
+                tune::Start {
+                    tensor: start.as_deref(),
+                    trainable,
+                },
+                &loader,
                 &training_device,
-            )?;
-            train_loop(
-                &mut learner,
-                &prepared.val_labels,
-                &job.fit,
                 interrupt,
                 &mut relay,
-            )?
+            )?;
+            trainable_values = values;
+            fitted
         }
     };
     if let Some(e) = relay.error {
