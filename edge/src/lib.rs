@@ -12,6 +12,8 @@ pub mod pipeline;
 pub mod postprocess;
 pub mod preprocess;
 pub mod rng;
+pub mod serve;
+pub mod source;
 
 pub use classifier::Classifier;
 pub use model::{ContractOverrides, Model};

@@ -3,6 +3,7 @@
 mod classify;
 mod import;
 mod info;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -30,6 +31,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Show a model's card, inputs and outputs, and which engines can run it here.
     Info(info::InfoArgs),
+    /// Classify camera or video frames continuously (latest frame only, smoothed labels).
+    Serve(serve::ServeArgs),
 }
 
 /// Engine selection flags shared by every command that runs a model.
@@ -143,5 +146,6 @@ pub fn run() -> Result<i32> {
         Command::Classify(args) => classify::run(args, cli.log.quiet),
         Command::Import(args) => import::run(args).map(|_| 0),
         Command::Info(args) => info::run(args).map(|_| 0),
+        Command::Serve(args) => serve::run_serve(args),
     }
 }
