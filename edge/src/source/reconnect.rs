@@ -81,12 +81,19 @@ impl Reconnecting {
         self.reconnects
     }
 
-    fn lost(&mut self, error: &SourceError, delay: Duration) {
+    /// Try again after `delay`.
+    fn retry_after(&mut self, error: &SourceError, delay: Duration) {
         tracing::warn!("{error}; reopening in {:.1}s", delay.as_secs_f64());
+        self.retry_at = Some(Instant::now() + delay);
+    }
+
+    /// A running source failed or ended: drop it and reopen after `delay`, numbering the
+    /// next source's frames after this one's.
+    fn lost(&mut self, error: &SourceError, delay: Duration) {
         self.source = None;
         self.reconnects += 1;
         self.sequence_base = self.last_sequence + 1;
-        self.retry_at = Some(Instant::now() + delay);
+        self.retry_after(error, delay);
     }
 }
 
@@ -109,8 +116,7 @@ impl FrameSource for Reconnecting {
                 Err(e) if e.kind() == SourceErrorKind::Config => return Err(e),
                 Err(e) => {
                     let delay = self.backoff.next_delay();
-                    self.lost(&e, delay);
-                    self.reconnects -= 1; // a failed attempt is not a reconnect
+                    self.retry_after(&e, delay);
                     return Ok(None);
                 }
             }
