@@ -41,7 +41,7 @@ p = lambda v, q: v[min(len(v) - 1, round(q * (len(v) - 1)))]
 dropped = sum(f["dropped"] for f in frames)
 print(f"engine {engine}, {len(frames)} frames measured")
 print(f"latency median {p(total, .5):.1f} ms, p99 {p(total, .99):.1f} ms; "
-      f"one inference median {p(infer, .5):.1f} ms")
+      f"one inference median {p(infer, .5):.1f} ms, p99 {p(infer, .99):.1f} ms")
 print(f"p99 latency / median inference: {p(total, .99) / p(infer, .5):.2f} (goal < 1.5)")
 print(f"dropped frames: {dropped} of {dropped + len(frames)} "
       f"({100 * dropped / (dropped + len(frames)):.1f}%: frames that arrived while the model was busy)")
