@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 use scion_onnx::builder::tensor_values_f32;
 use scion_tests::{asset, ort_lib};
@@ -45,6 +46,31 @@ fn fmnist(root: &Path, per_class: usize, val: usize, classes: usize) {
     }
 }
 
+/// `scion train` of `backbone` on `data` into `out`, with its cache beside `out`.
+fn train(backbone: &Path, data: &Path, out: &Path) -> Command {
+    let mut cmd = scion();
+    cmd.arg("train")
+        .arg("--backbone")
+        .arg(backbone)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .arg("--cache")
+        .arg(out.with_file_name("cache"));
+    cmd
+}
+
+/// An untrained small CNN for 32 px inputs, at `path`.
+fn small_cnn(path: &Path) {
+    Command::cargo_bin("scion-edge")
+        .expect("binary built")
+        .args(["import", "small-cnn", "--input-size", "32", "--out"])
+        .arg(path)
+        .assert()
+        .success();
+}
+
 fn initializers(path: &Path) -> HashMap<String, Vec<f32>> {
     let model = scion_onnx::io::load(path).expect("model");
     model
@@ -72,31 +98,21 @@ fn run_json(report: &Path) -> serde_json::Value {
 #[test]
 fn unfrozen_blocks_train_are_written_back_and_pass_parity() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (data, cache) = (dir.path().join("data"), dir.path().join("cache"));
+    let data = dir.path().join("data");
     fmnist(&data, 6, 4, 3);
     let backbone = asset("models/efficientnet-lite0.onnx");
-    let train = |out: &Path, extra: &[&str]| {
-        let mut cmd = scion();
-        cmd.arg("train")
-            .arg("--backbone")
-            .arg(&backbone)
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(out)
-            .arg("--cache")
-            .arg(&cache)
+    let tune = |out: &Path, extra: &[&str]| {
+        train(&backbone, &data, out)
             .args(["--unfreeze", "last:2", "--epochs", "1", "--batch", "8"])
-            .args(extra);
-        cmd.assert()
+            .args(extra)
+            .assert()
             .success()
             .stdout(contains("parity ort-cpu"))
             .stdout(contains("parity tract"))
             .stdout(contains("FAILED").not())
     };
-    use predicates::prelude::PredicateBooleanExt;
     let whole = dir.path().join("whole.onnx");
-    train(&whole, &["--optimizer", "sgd", "--lr", "0.05"]);
+    tune(&whole, &["--optimizer", "sgd", "--lr", "0.05"]);
 
     // The last two blocks changed, everything before them did not, and the old classifier
     // is gone.
@@ -140,7 +156,7 @@ fn unfrozen_blocks_train_are_written_back_and_pass_parity() {
 
     // Gradient accumulation: micro-batches of 3 make the same SGD step as batches of 8.
     let micro = dir.path().join("micro.onnx");
-    train(
+    tune(
         &micro,
         &["--optimizer", "sgd", "--lr", "0.05", "--micro-batch", "3"],
     );
@@ -157,21 +173,8 @@ fn a_small_cnn_trains_from_scratch_with_batch_norm() {
     let data = dir.path().join("data");
     fmnist(&data, 12, 6, 3);
     let small = dir.path().join("small.onnx");
-    let mut edge = Command::cargo_bin("scion-edge").expect("binary built");
-    edge.args(["import", "small-cnn", "--input-size", "32", "--out"])
-        .arg(&small)
-        .assert()
-        .success();
-    scion()
-        .arg("train")
-        .arg("--backbone")
-        .arg(&small)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("m.onnx"))
-        .arg("--cache")
-        .arg(dir.path().join("cache"))
+    small_cnn(&small);
+    train(&small, &data, &dir.path().join("m.onnx"))
         .args(["--from-scratch", "--epochs", "3", "--batch", "8"])
         .assert()
         .success()
@@ -192,16 +195,7 @@ fn a_small_cnn_trains_from_scratch_with_batch_norm() {
 
     // --freeze-batch-norm: the layers train, their statistics stay where they were.
     let frozen = dir.path().join("frozen.onnx");
-    scion()
-        .arg("train")
-        .arg("--backbone")
-        .arg(&small)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&frozen)
-        .arg("--cache")
-        .arg(dir.path().join("cache"))
+    train(&small, &data, &frozen)
         .args(["--from-scratch", "--freeze-batch-norm", "--epochs", "1"])
         .assert()
         .success();
@@ -223,12 +217,7 @@ fn the_transfer_experiment_writes_a_table_and_a_chart() {
     let data = dir.path().join("data");
     fmnist(&data, 8, 4, 3);
     let small = dir.path().join("small.onnx");
-    Command::cargo_bin("scion-edge")
-        .expect("binary built")
-        .args(["import", "small-cnn", "--input-size", "32", "--out"])
-        .arg(&small)
-        .assert()
-        .success();
+    small_cnn(&small);
     let out = dir.path().join("experiment");
     scion()
         .args(["experiment", "transfer", "--backbone"])

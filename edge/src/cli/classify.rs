@@ -1,11 +1,11 @@
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
+use scion_edge::Model;
 use scion_edge::classify::inputs::{self, Shard};
 use scion_edge::classify::output::{Format, Record, Sink};
 use scion_edge::classify::{self, Job};
-use scion_edge::{Classifier, Model};
 
 use super::{ContractArgs, EngineArgs};
 
@@ -85,17 +85,7 @@ pub fn run(args: ClassifyArgs, quiet: bool) -> Result<i32> {
         .collect();
     sink.write(&missing)?;
 
-    let selected = args
-        .engine
-        .policy()
-        .select(&model.spec(), &args.engine.options())
-        .with_context(|| {
-            format!(
-                "{}: no engine could prepare the model",
-                args.model.display()
-            )
-        })?;
-    let mut classifier = Classifier::new(selected.session, model.card.clone());
+    let mut classifier = args.engine.classifier(&model)?;
     let decode_threads = args.decode_threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -64,6 +64,24 @@ impl EngineArgs {
         }
     }
 
+    /// The first engine the policy accepts for `model`, with the model's card.
+    fn classifier(&self, model: &scion_edge::model::Model) -> Result<scion_edge::Classifier> {
+        use anyhow::Context;
+        let selected = self
+            .policy()
+            .select(&model.spec(), &self.options())
+            .with_context(|| {
+                format!(
+                    "{}: no engine could prepare the model",
+                    model.path.display()
+                )
+            })?;
+        Ok(scion_edge::Classifier::new(
+            selected.session,
+            model.card.clone(),
+        ))
+    }
+
     fn options(&self) -> EngineOptions {
         EngineOptions {
             threads: self.threads,

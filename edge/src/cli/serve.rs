@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use scion_edge::ContractOverrides;
 use scion_edge::model::Model;
 use scion_edge::serve::smoothing::SmoothingConfig;
 use scion_edge::serve::{Output, ServeConfig, ServeStats, run};
 use scion_edge::source::{Backoff, Reconnecting, SourceUri};
-use scion_edge::{Classifier, ContractOverrides};
 
 use super::EngineArgs;
 
@@ -61,17 +61,7 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
     );
     let uri: SourceUri = args.source.parse()?;
     let model = Model::load(&args.model, &ContractOverrides::default())?;
-    let selected = args
-        .engine
-        .policy()
-        .select(&model.spec(), &args.engine.options())
-        .with_context(|| {
-            format!(
-                "{}: no engine could prepare the model",
-                args.model.display()
-            )
-        })?;
-    let mut classifier = Classifier::new(selected.session, model.card.clone());
+    let mut classifier = args.engine.classifier(&model)?;
     tracing::info!(
         "engine {} for {}",
         classifier.engine(),

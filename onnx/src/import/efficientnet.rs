@@ -6,7 +6,7 @@
 //! The block structure (channels, kernels, expansion) is read from the weights; only the
 //! per-stage strides come from the published table.
 
-use crate::builder::{self, Dim};
+use crate::builder;
 use crate::card::{
     ColorOrder, Layout, ModelCard, Preprocessing, Provenance, Resize, ResizeFilter, TensorNames,
 };
@@ -422,31 +422,16 @@ pub fn build(variant: Variant, weights: &StateDict) -> Result<ModelProto> {
         vec![builder::attr_int("transB", 1)],
     ));
 
-    let r = variant.resolution as i64;
-    let batch: Dim = Err("batch");
-    let graph = GraphProto {
-        name: variant.name.into(),
-        node: b.nodes,
-        initializer: b.initializers,
-        input: vec![builder::value_info_f32(
-            "input",
-            &[batch, Ok(3), Ok(r), Ok(r)],
-        )],
-        output: vec![
-            builder::value_info_f32("logits", &[batch, Ok(classes)]),
-            builder::value_info_f32("features", &[batch, Ok(feature_dim)]),
-        ],
-        ..Default::default()
-    };
-    let model = ModelProto {
-        ir_version: builder::IR_VERSION,
-        opset_import: vec![builder::default_opset()],
-        producer_name: "scion".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: format!("{} (ImageNet-1k), imported by scion", variant.name),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    crate::io::validate(&model)?;
-    Ok(model)
+    super::classifier_model(
+        GraphProto {
+            name: variant.name.into(),
+            node: b.nodes,
+            initializer: b.initializers,
+            ..Default::default()
+        },
+        variant.resolution as i64,
+        classes,
+        feature_dim,
+        format!("{} (ImageNet-1k), imported by scion", variant.name),
+    )
 }

@@ -61,3 +61,39 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// What every imported backbone shares: one `input` of `[batch, 3, size, size]`, outputs
+/// `logits` `[batch, classes]` and `features` `[batch, feature_dim]`, wrapped as a validated
+/// model that says scion made it.
+pub(crate) fn classifier_model(
+    parts: crate::pb::GraphProto,
+    size: i64,
+    classes: i64,
+    feature_dim: i64,
+    doc: String,
+) -> Result<crate::pb::ModelProto> {
+    use crate::builder::{self, Dim};
+    let batch: Dim = Err("batch");
+    let graph = crate::pb::GraphProto {
+        input: vec![builder::value_info_f32(
+            "input",
+            &[batch, Ok(3), Ok(size), Ok(size)],
+        )],
+        output: vec![
+            builder::value_info_f32("logits", &[batch, Ok(classes)]),
+            builder::value_info_f32("features", &[batch, Ok(feature_dim)]),
+        ],
+        ..parts
+    };
+    let model = crate::pb::ModelProto {
+        ir_version: builder::IR_VERSION,
+        opset_import: vec![builder::default_opset()],
+        producer_name: "scion".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: doc,
+        graph: Some(graph),
+        ..Default::default()
+    };
+    crate::io::validate(&model)?;
+    Ok(model)
+}

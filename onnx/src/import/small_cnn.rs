@@ -6,7 +6,7 @@
 //! classifier). Block names follow the `blocks.N` convention `--unfreeze last:N` reads.
 
 use crate::Result;
-use crate::builder::{self, Dim};
+use crate::builder;
 use crate::card::{
     self, ColorOrder, Layout, ModelCard, Preprocessing, Provenance, Resize, ResizeFilter,
     TensorNames,
@@ -135,32 +135,18 @@ pub fn build(size: u32, seed: u64) -> Result<ModelProto> {
         &["logits"],
         vec![builder::attr_int("transB", 1)],
     ));
-    let r = i64::from(size);
-    let batch: Dim = Err("batch");
-    let graph = GraphProto {
-        name: "small-cnn".into(),
-        node: nodes,
-        initializer: initializers,
-        input: vec![builder::value_info_f32(
-            "input",
-            &[batch, Ok(3), Ok(r), Ok(r)],
-        )],
-        output: vec![
-            builder::value_info_f32("logits", &[batch, Ok(CLASSES)]),
-            builder::value_info_f32("features", &[batch, Ok(width)]),
-        ],
-        ..Default::default()
-    };
-    let mut model = ModelProto {
-        ir_version: builder::IR_VERSION,
-        opset_import: vec![builder::default_opset()],
-        producer_name: "scion".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: format!("small CNN for {size} px inputs, untrained (seed {seed})"),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    crate::io::validate(&model)?;
+    let mut model = super::classifier_model(
+        GraphProto {
+            name: "small-cnn".into(),
+            node: nodes,
+            initializer: initializers,
+            ..Default::default()
+        },
+        i64::from(size),
+        CLASSES,
+        width,
+        format!("small CNN for {size} px inputs, untrained (seed {seed})"),
+    )?;
     let card = ModelCard {
         version: card::CARD_VERSION,
         name: "small-cnn".into(),
