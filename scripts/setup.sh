@@ -23,9 +23,10 @@ say() { if [ -t 2 ]; then printf '\033[1msetup:\033[0m %s\n' "$*" >&2; else prin
 # dataset-fashion-mnist (MIT) puts the Fashion-MNIST IDX files in /usr/share/datasets;
 # fonts-dejavu-core gives the training plots their text (read directly, no fontconfig).
 # GStreamer (core, base and good plugins, and their headers) gives scion-edge serve its
-# camera, video-file, RTSP and test sources.
+# camera, video-file, RTSP and test sources; Mosquitto is the MQTT broker its tests publish to.
 packages=(build-essential pkg-config cmake nasm python3 python3-pip ca-certificates dataset-fashion-mnist fonts-dejavu-core
-          libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
+          libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+          mosquitto)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -13,6 +13,7 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod rng;
 pub mod serve;
+pub mod service;
 pub mod source;
 
 pub use classifier::Classifier;

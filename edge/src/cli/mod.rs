@@ -3,6 +3,7 @@
 mod classify;
 mod import;
 mod info;
+mod install;
 mod serve;
 
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use scion_edge::ContractOverrides;
 use scion_edge::engine::{EngineKind, EngineOptions, Policy};
 
 /// Run scion models on the device: classify folders of images with ONNX Runtime or tract,
-/// import pretrained backbones, and inspect model cards.
+/// serve a camera as a long-running service, import pretrained backbones, inspect models.
 #[derive(Debug, Parser)]
 #[command(name = "scion-edge", version, about, long_about = None)]
 struct Cli {
@@ -31,8 +32,15 @@ enum Command {
     Import(import::ImportArgs),
     /// Show a model's card, inputs and outputs, and which engines can run it here.
     Info(info::InfoArgs),
-    /// Classify camera or video frames continuously (latest frame only, smoothed labels).
+    /// Classify camera or video frames continuously, as a service (HTTP API, MQTT,
+    /// model updates without downtime, systemd).
     Serve(serve::ServeArgs),
+    /// Lay out the service (binary, systemd unit, config, model store) under a root.
+    Install(install::InstallArgs),
+    /// Make an ed25519 key pair for signing models.
+    Keygen(install::KeygenArgs),
+    /// Sign a model (writes MODEL.sig) for devices that require signed models.
+    Sign(install::SignArgs),
 }
 
 /// Engine selection flags shared by every command that runs a model.
@@ -45,9 +53,9 @@ struct EngineArgs {
     /// Refuse to fall back: use the --engine (or the first of the default order) or fail.
     #[arg(long)]
     require: bool,
-    /// Intra-op threads of the engine (0: the engine's default).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// Intra-op threads of the engine (default 0: the engine's default).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Path of libonnxruntime.so (default: $ORT_DYLIB_PATH, then beside the executable).
     #[arg(long, value_name = "FILE")]
     ort_lib: Option<PathBuf>,
@@ -84,7 +92,7 @@ impl EngineArgs {
 
     fn options(&self) -> EngineOptions {
         EngineOptions {
-            threads: self.threads,
+            threads: self.threads.unwrap_or(0),
             ort_library: self.ort_lib.clone(),
             spin_wait: false,
         }
@@ -165,5 +173,8 @@ pub fn run() -> Result<i32> {
         Command::Import(args) => import::run(args).map(|_| 0),
         Command::Info(args) => info::run(args).map(|_| 0),
         Command::Serve(args) => serve::run_serve(args),
+        Command::Install(args) => install::run_install(args).map(|_| 0),
+        Command::Keygen(args) => install::run_keygen(args).map(|_| 0),
+        Command::Sign(args) => install::run_sign(args).map(|_| 0),
     }
 }

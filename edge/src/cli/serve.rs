@@ -1,80 +1,222 @@
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use scion_edge::ContractOverrides;
-use scion_edge::model::Model;
+use scion_edge::engine::{EngineKind, EngineOptions, Policy};
+use scion_edge::serve::hub::Hub;
 use scion_edge::serve::smoothing::SmoothingConfig;
 use scion_edge::serve::{Output, ServeConfig, ServeStats, run};
-use scion_edge::source::{Backoff, Reconnecting, SourceUri};
+use scion_edge::service::config::{DEFAULT_CONFIG_PATH, EdgeConfig};
+use scion_edge::service::store::{ModelStore, parse_public_key};
+use scion_edge::service::systemd::Notifier;
+use scion_edge::service::{http, inbox, mqtt, prepare_file, preparer, store};
+use scion_edge::source::{Backoff, FrameSource, Reconnecting, SourceUri};
 
-use super::EngineArgs;
-
-/// Classify camera or video frames continuously: latest frame only, smoothed labels,
-/// JSON lines of frames and label-change events. Reopens a failing source with backoff.
+/// Classify camera or video frames continuously, as a service: latest frame only, smoothed
+/// labels, JSON lines, an HTTP API (health, Prometheus metrics, events, preview, uploads,
+/// model updates), MQTT, and systemd's notify protocol.
+///
+/// Settings come from /etc/scion/edge.toml (or --config); every flag overrides its key.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The model (ONNX with a card).
+    /// Configuration file (default /etc/scion/edge.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (file plus flags) as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// The model (ONNX with a card) [key: model].
     #[arg(long, short, value_name = "MODEL")]
-    model: PathBuf,
-    /// Where frames come from: csi://N, v4l2:///dev/videoN, file://PATH, rtsp://…,
-    /// test://PATTERN (GStreamer's videotestsrc) or gst://PIPELINE.
+    model: Option<PathBuf>,
+    /// Where frames come from: csi://N, v4l2:///dev/videoN, file://PATH (a video, an image
+    /// folder or a glob), rtsp://…, test://PATTERN or gst://PIPELINE [key: source].
     #[arg(long, value_name = "URI")]
-    source: String,
-    /// Restart a file source at its end.
+    source: Option<String>,
+    /// Restart a file source at its end [key: loop].
     #[arg(long = "loop")]
     loop_files: bool,
-    /// Labels per frame record.
-    #[arg(long, short = 'k', default_value_t = 3)]
-    top_k: usize,
-    /// Smoothed probability a label needs before it is announced.
-    #[arg(long, default_value_t = SmoothingConfig::default().threshold)]
-    threshold: f32,
-    /// Smooth probabilities over about N frames (exponential moving average; 1: off).
-    #[arg(long, default_value_t = SmoothingConfig::default().frames, value_name = "N")]
-    smooth: usize,
-    /// Frames a new label must lead before it replaces the current one.
-    #[arg(long, default_value_t = SmoothingConfig::default().hold, value_name = "N")]
-    hold: usize,
-    /// Write JSON lines here instead of standard output (appended).
+    /// Labels per frame record [key: top_k].
+    #[arg(long, short = 'k')]
+    top_k: Option<usize>,
+    /// Smoothed probability a label needs before it is announced [key: smoothing.threshold].
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Smooth probabilities over about N frames (EMA; 1: off) [key: smoothing.frames].
+    #[arg(long, value_name = "N")]
+    smooth: Option<usize>,
+    /// Frames a new label must lead before it replaces the current one [key: smoothing.hold].
+    #[arg(long, value_name = "N")]
+    hold: Option<usize>,
+    /// Write JSON lines here instead of standard output (appended) [key: output].
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Only label-change events, no record per frame.
+    /// Only label-change events, no record per frame [key: events_only].
     #[arg(long)]
     events_only: bool,
     /// Stop after N classified frames.
     #[arg(long, value_name = "N")]
     max_frames: Option<u64>,
+    /// Serve the HTTP API here, e.g. 127.0.0.1:8080 [key: http.listen].
+    #[arg(long, value_name = "ADDR", help_heading = "Service")]
+    listen: Option<String>,
+    /// File holding the bearer token of POST /v1/model [key: http.token_file].
+    #[arg(long, value_name = "FILE", help_heading = "Service")]
+    token_file: Option<PathBuf>,
+    /// Publish events and status to this MQTT broker, mqtt://HOST[:PORT] [key: mqtt.broker].
+    #[arg(long, value_name = "URI", help_heading = "Service")]
+    mqtt: Option<String>,
+    /// MQTT topic prefix [key: mqtt.topic].
+    #[arg(long, value_name = "TOPIC", help_heading = "Service")]
+    mqtt_topic: Option<String>,
+    /// Seconds between MQTT status messages [key: mqtt.status_interval_s].
+    #[arg(long, value_name = "S", help_heading = "Service")]
+    mqtt_status_interval: Option<f64>,
+    /// Model store with A/B slots for updates without downtime [key: models.dir].
+    #[arg(long, value_name = "DIR", help_heading = "Service")]
+    models_dir: Option<PathBuf>,
+    /// Folder watched for new models (default MODELS_DIR/inbox) [key: models.inbox].
+    #[arg(long, value_name = "DIR", help_heading = "Service")]
+    inbox: Option<PathBuf>,
+    /// Only install models signed for this hex ed25519 key [key: models.public_key].
+    #[arg(long, value_name = "HEX", help_heading = "Service")]
+    public_key: Option<String>,
+    /// Refuse models whose reference outputs cannot be checked [key: models.require_references].
+    #[arg(long, help_heading = "Service")]
+    require_references: bool,
     #[command(flatten)]
-    engine: EngineArgs,
+    engine: super::EngineArgs,
+}
+
+impl ServeArgs {
+    /// The configuration file's settings with every given flag applied.
+    fn effective_config(&self) -> Result<EdgeConfig> {
+        let mut config = match &self.config {
+            Some(path) => EdgeConfig::load(path)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).is_file() => {
+                EdgeConfig::load(Path::new(DEFAULT_CONFIG_PATH))?
+            }
+            None => EdgeConfig::default(),
+        };
+        set(&mut config.model, &self.model);
+        set(&mut config.source, &self.source);
+        set(&mut config.output, &self.output);
+        config.loop_files |= self.loop_files;
+        config.events_only |= self.events_only;
+        if let Some(k) = self.top_k {
+            config.top_k = k;
+        }
+        if let Some(t) = self.threshold {
+            config.smoothing.threshold = t;
+        }
+        if let Some(n) = self.smooth {
+            config.smoothing.frames = n;
+        }
+        if let Some(n) = self.hold {
+            config.smoothing.hold = n;
+        }
+        set(&mut config.http.listen, &self.listen);
+        if self.token_file.is_some() {
+            config.http.token = None;
+            config.http.token_file.clone_from(&self.token_file);
+        }
+        set(&mut config.mqtt.broker, &self.mqtt);
+        if let Some(topic) = &self.mqtt_topic {
+            config.mqtt.topic.clone_from(topic);
+        }
+        if let Some(s) = self.mqtt_status_interval {
+            config.mqtt.status_interval_s = s;
+        }
+        set(&mut config.models.dir, &self.models_dir);
+        set(&mut config.models.inbox, &self.inbox);
+        set(&mut config.models.public_key, &self.public_key);
+        config.models.require_references |= self.require_references;
+        let engine = &self.engine;
+        if let Some(kind) = engine.engine {
+            config.engine.engine = Some(kind.name().to_string());
+        }
+        config.engine.require |= engine.require;
+        if let Some(threads) = engine.threads {
+            config.engine.threads = threads;
+        }
+        set(&mut config.engine.ort_lib, &engine.ort_lib);
+        Ok(config)
+    }
+}
+
+/// A flag given on the command line replaces the file's value.
+fn set<T: Clone>(target: &mut Option<T>, value: &Option<T>) {
+    if value.is_some() {
+        target.clone_from(value);
+    }
 }
 
 pub fn run_serve(args: ServeArgs) -> Result<i32> {
-    anyhow::ensure!(args.top_k > 0, "--top-k must be at least 1");
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.threshold),
-        "--threshold {} must be between 0 and 1",
-        args.threshold
+    let config = args.effective_config()?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(0);
+    }
+    config.validate()?;
+    let token = config.token()?;
+    let source_text = config.source.clone().unwrap_or_default();
+    let uri: SourceUri = source_text.parse()?;
+    let policy = match &config.engine.engine {
+        Some(name) => Policy::prefer(
+            name.parse::<EngineKind>().map_err(anyhow::Error::msg)?,
+            config.engine.require,
+        ),
+        None => Policy {
+            strict: config.engine.require,
+            ..Policy::default()
+        },
+    };
+    let prepare = preparer(
+        policy,
+        EngineOptions {
+            threads: config.engine.threads,
+            ort_library: config.engine.ort_lib.clone(),
+            spin_wait: false,
+        },
     );
-    let uri: SourceUri = args.source.parse()?;
-    let model = Model::load(&args.model, &ContractOverrides::default())?;
-    let mut classifier = args.engine.classifier(&model)?;
+    let store = match &config.models.dir {
+        Some(dir) => {
+            let key = config
+                .models
+                .public_key
+                .as_deref()
+                .map(parse_public_key)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            Some(Arc::new(ModelStore::open(
+                dir,
+                key,
+                config.models.require_references,
+                config.models.reference_tolerance,
+            )?))
+        }
+        None => None,
+    };
+    let model_path = store::initial_model(store.as_deref(), config.model.as_deref())?;
+    let model = prepare_file(&model_path, &*prepare)
+        .with_context(|| format!("model {}", model_path.display()))?;
     tracing::info!(
-        "engine {} for {}",
-        classifier.engine(),
-        args.model.display()
+        "serving {} ({}) on {}",
+        model.info.name,
+        model.info.id(),
+        model.info.engine
     );
 
-    let mut out: Box<dyn Write> = match &args.output {
+    let mut out: Box<dyn Write> = match &config.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .with_context(|| format!("--output {}", path.display()))?,
+                .with_context(|| format!("output {}", path.display()))?,
         )),
         None => Box::new(std::io::stdout().lock()),
     };
@@ -84,27 +226,109 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
             .context("cannot install the SIGTERM/Ctrl-C handler")?;
     }
+    let hub = Arc::new(Hub::new());
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("scion-io")
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")?;
+    let mut tasks = Vec::new();
+    if let Some(listen) = &config.http.listen {
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("http.listen {listen}: cannot listen"))?;
+        listener.set_nonblocking(true)?;
+        let api = Arc::new(http::Api {
+            hub: hub.clone(),
+            store: store.clone(),
+            prepare: prepare.clone(),
+            token,
+            stale_after_s: config.http.stale_after_s,
+            max_upload_bytes: config.http.max_upload_bytes,
+            max_model_bytes: config.http.max_model_bytes,
+            shutdown: shutdown_rx.clone(),
+        });
+        let mut shutdown = shutdown_rx.clone();
+        tracing::info!("HTTP API on http://{}", listener.local_addr()?);
+        tasks.push(runtime.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => return tracing::error!("HTTP API: {e}"),
+            };
+            let server =
+                axum::serve(listener, http::router(api)).with_graceful_shutdown(async move {
+                    let _ = shutdown.wait_for(|s| *s).await;
+                });
+            if let Err(e) = server.await {
+                tracing::error!("HTTP API: {e}");
+            }
+        }));
+    }
+    if config.mqtt.broker.is_some() {
+        tasks.push(runtime.spawn(mqtt::run(
+            config.mqtt.clone(),
+            hub.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
+    let mut threads = Vec::new();
+    if let Some(store) = &store {
+        let inbox_dir = config
+            .models
+            .inbox
+            .clone()
+            .unwrap_or_else(|| store.dir().join("inbox"));
+        threads.push(
+            inbox::watch(
+                inbox_dir.clone(),
+                store.clone(),
+                hub.clone(),
+                prepare.clone(),
+                Duration::from_millis(500),
+                stop.clone(),
+            )
+            .with_context(|| format!("models.inbox {}", inbox_dir.display()))?,
+        );
+    }
+    let notifier = Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        notifier.notify(&format!(
+            "READY=1\nSTATUS=serving {} on {} from {source_text}",
+            model.info.name, model.info.engine
+        ));
+        if let Some(interval) = Notifier::watchdog_interval() {
+            threads.push(scion_edge::service::systemd::watchdog(
+                notifier.clone(),
+                interval,
+                hub.clone(),
+                stop.clone(),
+            )?);
+        }
+    }
+
     let mut source = Reconnecting::new(
         uri,
         Box::new(scion_edge::source::open),
         Backoff::default(),
-        args.loop_files,
+        config.loop_files,
     );
-    let config = ServeConfig {
+    let serve_config = ServeConfig {
         smoothing: SmoothingConfig {
-            frames: args.smooth.max(1),
-            threshold: args.threshold,
-            hold: args.hold.max(1),
+            frames: config.smoothing.frames,
+            threshold: config.smoothing.threshold,
+            hold: config.smoothing.hold,
         },
-        top_k: args.top_k.min(model.card.labels.len()),
+        top_k: config.top_k.min(model.classifier.card().labels.len()),
         max_frames: args.max_frames,
-        events_only: args.events_only,
+        events_only: config.events_only,
         ..ServeConfig::default()
     };
-    let stats = run(
+    let result = run(
         &mut source,
-        &mut classifier,
-        &config,
+        model,
+        &serve_config,
+        &hub,
         &stop,
         &mut |o: &Output| {
             serde_json::to_writer(&mut out, o)?;
@@ -112,9 +336,25 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
             // A consumer tailing the output sees each line as it happens.
             out.flush()
         },
-    )
-    .with_context(|| format!("serving {}", args.source))?;
+    );
+
+    // Drain: stop the helpers, let MQTT say goodbye, flush the output.
+    stop.store(true, Ordering::SeqCst);
+    if let Some(notifier) = &notifier {
+        notifier.notify("STOPPING=1");
+    }
+    let _ = shutdown_tx.send(true);
+    runtime.block_on(async {
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    for thread in threads {
+        let _ = thread.join();
+    }
     out.flush()?;
+    let stats = result.with_context(|| format!("serving {source_text}"))?;
     tracing::info!(
         "{} frames, {} dropped, {} label changes, {} reconnects; latency median {:.1} ms, p99 {:.1} ms",
         stats.frames,

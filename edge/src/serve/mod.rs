@@ -4,6 +4,8 @@
 //! the CLI). The loop stops on the stop flag (SIGTERM, Ctrl-C), after `max_frames`, or
 //! when a finite source ends.
 
+pub mod hub;
+pub mod metrics;
 pub mod smoothing;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::classifier::Classifier;
 use crate::engine::EngineError;
 use crate::postprocess::{Ranked, top_k};
-use crate::preprocess::{preprocess_decoded, tensor_len};
+use crate::preprocess::{RgbImage, preprocess_decoded, tensor_len};
 use crate::source::{FrameSource, SourceError, SourceErrorKind};
+use hub::{Classified, Control, Hub, Prepared, PreviewFrame};
 use smoothing::{Smoother, SmoothingConfig};
 
 /// How the loop runs.
@@ -39,7 +41,7 @@ impl Default for ServeConfig {
             smoothing: SmoothingConfig::default(),
             top_k: 3,
             max_frames: None,
-            poll: Duration::from_millis(200),
+            poll: Duration::from_millis(50),
             events_only: false,
         }
     }
@@ -48,6 +50,8 @@ impl Default for ServeConfig {
 /// Milliseconds spent in each stage of one frame.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StageTimes {
+    /// From the frame's arrival to the start of its processing.
+    pub capture_ms: f64,
     /// Preprocessing (resize, normalise).
     pub preprocess_ms: f64,
     /// The engine.
@@ -76,6 +80,8 @@ pub enum Output {
         latency: StageTimes,
         /// The engine that ran it.
         engine: String,
+        /// The model that ran it (first 12 hex digits of its file's sha256).
+        model: String,
     },
     /// The announced label changed.
     Event {
@@ -88,6 +94,15 @@ pub enum Output {
         /// Its smoothed probability.
         prob: f32,
     },
+}
+
+impl Output {
+    /// The frame it is about.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Output::Frame { seq, .. } | Output::Event { seq, .. } => *seq,
+        }
+    }
 }
 
 /// Totals of a run.
@@ -135,25 +150,74 @@ pub enum ServeError {
     Sink(#[from] std::io::Error),
 }
 
-/// Classify frames from `source` until stopped; every output goes to `sink`.
+/// The model the loop serves, with what it derives from the card.
+struct Serving {
+    prepared: Prepared,
+    contract: scion_onnx::card::Preprocessing,
+    labels: Vec<String>,
+    input: Vec<f32>,
+    smoother: Smoother,
+}
+
+impl Serving {
+    fn new(prepared: Prepared, smoothing: SmoothingConfig) -> Serving {
+        let card = prepared.classifier.card();
+        let contract = card.preprocessing.clone();
+        let labels = card.labels.clone();
+        Serving {
+            input: vec![0.0; tensor_len(&contract)],
+            contract,
+            labels,
+            prepared,
+            smoother: Smoother::new(smoothing),
+        }
+    }
+
+    fn label(&self, i: Option<usize>) -> Option<String> {
+        i.map(|i| self.labels.get(i).cloned().unwrap_or_default())
+    }
+
+    /// Probabilities for one decoded image, with the instant preprocessing ended.
+    fn probabilities(&mut self, image: &RgbImage) -> Result<(Vec<f32>, Instant), ServeError> {
+        preprocess_decoded(image, &self.contract, &mut self.input)
+            .map_err(|e| ServeError::Preprocess(e.to_string()))?;
+        let preprocessed = Instant::now();
+        let probs = self
+            .prepared
+            .classifier
+            .probabilities(self.input.clone(), 1)?
+            .pop()
+            .unwrap_or_default();
+        Ok((probs, preprocessed))
+    }
+}
+
+/// Classify frames from `source` with `model` until stopped; every output goes to `sink`
+/// and to the `hub` (latest result, metrics, events, preview). Requests from the hub (model
+/// swaps, uploaded images) are served between frames.
 pub fn run(
     source: &mut dyn FrameSource,
-    classifier: &mut Classifier,
+    model: Prepared,
     config: &ServeConfig,
+    hub: &Hub,
     stop: &AtomicBool,
     sink: &mut dyn FnMut(&Output) -> std::io::Result<()>,
 ) -> Result<ServeStats, ServeError> {
-    let contract = classifier.card().preprocessing.clone();
-    let labels = classifier.card().labels.clone();
-    let engine = classifier.engine().to_string();
-    let label_of = |i: Option<usize>| i.map(|i| labels.get(i).cloned().unwrap_or_default());
-    let mut smoother = Smoother::new(config.smoothing);
+    let mut serving = Serving::new(model, config.smoothing);
+    hub.set_model(serving.prepared.info.clone());
     let mut stats = ServeStats::default();
-    let mut input = vec![0.0f32; tensor_len(&contract)];
     while !stop.load(Ordering::Relaxed) && config.max_frames.is_none_or(|m| stats.frames < m) {
+        hub.alive();
+        while let Ok(request) = hub.requests().try_recv() {
+            serving = serve_request(request, serving, config, hub, sink)?;
+        }
+        let reconnects = source.reconnects();
         let frame = match source.next_frame(config.poll) {
             Ok(Some(frame)) => frame,
-            Ok(None) => continue,
+            Ok(None) => {
+                hub.metrics().reconnects = source.reconnects();
+                continue;
+            }
             Err(e) if e.kind() == SourceErrorKind::Ended => {
                 tracing::info!("{e}: stopping");
                 break;
@@ -161,19 +225,14 @@ pub fn run(
             Err(e) => return Err(e.into()),
         };
         let started = Instant::now();
-        preprocess_decoded(&frame.image, &contract, &mut input)
-            .map_err(|e| ServeError::Preprocess(e.to_string()))?;
-        let preprocessed = Instant::now();
-        let probs = classifier
-            .probabilities(input.clone(), 1)?
-            .pop()
-            .unwrap_or_default();
+        let (probs, preprocessed) = serving.probabilities(&frame.image)?;
         let inferred = Instant::now();
-        let top = top_k(&probs, &labels, config.top_k);
-        let change = smoother.update(&probs);
+        let top = top_k(&probs, &serving.labels, config.top_k);
+        let change = serving.smoother.update(&probs);
         let done = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         let latency = StageTimes {
+            capture_ms: ms(frame.captured, started),
             preprocess_ms: ms(started, preprocessed),
             inference_ms: ms(preprocessed, inferred),
             post_ms: ms(inferred, done),
@@ -183,25 +242,114 @@ pub fn run(
         stats.dropped += frame.dropped;
         stats.latencies_ms.push(latency.total_ms);
         stats.inference_ms.push(latency.inference_ms);
+        {
+            let mut metrics = hub.metrics();
+            let s = |v: f64| v / 1e3;
+            metrics.frame(
+                [
+                    s(latency.capture_ms),
+                    s(latency.preprocess_ms),
+                    s(latency.inference_ms),
+                    s(latency.post_ms),
+                ],
+                s(latency.total_ms),
+                frame.dropped,
+                done,
+            );
+            metrics.reconnects = reconnects.max(source.reconnects());
+        }
+        let label = serving.label(serving.smoother.current());
+        let record = Output::Frame {
+            seq: frame.sequence,
+            dropped: frame.dropped,
+            top,
+            label: label.clone(),
+            latency,
+            engine: serving.prepared.info.engine.clone(),
+            model: serving.prepared.info.id().to_string(),
+        };
+        hub.record(&record);
         if !config.events_only {
-            sink(&Output::Frame {
-                seq: frame.sequence,
-                dropped: frame.dropped,
-                top,
-                label: label_of(smoother.current()),
-                latency,
-                engine: engine.clone(),
-            })?;
+            sink(&record)?;
         }
         if let Some(change) = change {
             stats.events += 1;
-            sink(&Output::Event {
+            let event = Output::Event {
                 seq: frame.sequence,
-                from: label_of(change.from),
-                to: label_of(change.to),
+                from: serving.label(change.from),
+                to: serving.label(change.to),
                 prob: change.prob,
-            })?;
+            };
+            hub.record(&event);
+            sink(&event)?;
+        }
+        if hub.preview_wanted() {
+            let top1 = match &record {
+                Output::Frame { top, .. } => top.first().map(|r| (r.label.clone(), r.prob)),
+                Output::Event { .. } => None,
+            };
+            hub.set_preview(PreviewFrame {
+                image: frame.image,
+                label,
+                top1,
+                seq: frame.sequence,
+            });
         }
     }
     Ok(stats)
+}
+
+/// Serve one request from the hub; returns the (possibly new) serving model.
+fn serve_request(
+    request: Control,
+    mut serving: Serving,
+    config: &ServeConfig,
+    hub: &Hub,
+    sink: &mut dyn FnMut(&Output) -> std::io::Result<()>,
+) -> Result<Serving, ServeError> {
+    match request {
+        Control::Swap(prepared, done) => {
+            let from = serving.prepared.info.clone();
+            let announced = serving.label(serving.smoother.current());
+            let next = Serving::new(*prepared, config.smoothing);
+            tracing::info!(
+                "now serving {} ({}, {}) instead of {} ({})",
+                next.prepared.info.name,
+                next.prepared.info.id(),
+                next.prepared.info.engine,
+                from.name,
+                from.id()
+            );
+            hub.set_model(next.prepared.info.clone());
+            hub.metrics().model_swaps += 1;
+            if announced.is_some() {
+                // The new model starts unsure; say so rather than keep a stale label.
+                let event = Output::Event {
+                    seq: hub.latest().map_or(0, |(o, _)| o.seq()),
+                    from: announced,
+                    to: None,
+                    prob: 0.0,
+                };
+                hub.record(&event);
+                sink(&event)?;
+            }
+            let _ = done.send(());
+            Ok(next)
+        }
+        Control::Classify(image, reply) => {
+            let started = Instant::now();
+            let answer = serving
+                .probabilities(&image)
+                .map(|(probs, _)| Classified {
+                    top: top_k(&probs, &serving.labels, config.top_k),
+                    model: serving.prepared.info.id().to_string(),
+                    engine: serving.prepared.info.engine.clone(),
+                    inference_ms: started.elapsed().as_secs_f64() * 1e3,
+                })
+                .map_err(|e| e.to_string());
+            hub.metrics().uploads += 1;
+            let _ = reply.send(answer);
+            Ok(serving)
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! `test://PATTERN` (`videotestsrc`, e.g. `test://ball`), `gst://PIPELINE` (any GStreamer
 //! pipeline producing video; scion appends the conversion to RGB and its sink).
 
+mod folder;
 mod gst;
 mod reconnect;
 
@@ -17,6 +18,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+pub use folder::ImageFolderSource;
 pub use gst::GstSource;
 pub use reconnect::{Backoff, Reconnecting};
 
@@ -107,6 +109,10 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self, timeout: Duration) -> Result<Option<Frame>, SourceError>;
     /// The URI it reads, for logs and metrics.
     fn uri(&self) -> &str;
+    /// Times the source was reopened after an error or an end (see [`Reconnecting`]).
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 /// A parsed source URI.
@@ -116,7 +122,7 @@ pub enum SourceUri {
     Csi(u32),
     /// `v4l2:///dev/videoN`: a V4L2 device.
     V4l2(String),
-    /// `file://PATH`: a video file.
+    /// `file://PATH`: a video file, or a folder or glob of still images.
     File(String),
     /// `rtsp://…`: an RTSP stream (the whole URI).
     Rtsp(String),
@@ -229,6 +235,11 @@ impl fmt::Display for SourceUri {
 
 /// Open `uri` as a latest-frame source.
 pub fn open(uri: &SourceUri) -> Result<Box<dyn FrameSource>, SourceError> {
+    if let SourceUri::File(path) = uri
+        && folder::is_image_collection(path)
+    {
+        return Ok(Box::new(ImageFolderSource::open(path)?));
+    }
     Ok(Box::new(GstSource::open(uri)?))
 }
 

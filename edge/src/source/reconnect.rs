@@ -76,11 +76,6 @@ impl Reconnecting {
         }
     }
 
-    /// Times the source was reopened after an error or an end.
-    pub fn reconnects(&self) -> u64 {
-        self.reconnects
-    }
-
     /// Try again after `delay`.
     fn retry_after(&mut self, error: &SourceError, delay: Duration) {
         tracing::warn!("{error}; reopening in {:.1}s", delay.as_secs_f64());
@@ -157,6 +152,10 @@ impl FrameSource for Reconnecting {
 
     fn uri(&self) -> &str {
         &self.text
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 }
 

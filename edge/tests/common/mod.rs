@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 
 pub use scion_tests::{asset, ort_lib, workspace};
 
+#[cfg(feature = "gstreamer")]
+pub mod service;
+#[cfg(feature = "gstreamer")]
+pub mod video;
+
 pub fn model() -> PathBuf {
     asset("models/efficientnet-lite0.onnx")
 }

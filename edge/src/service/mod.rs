@@ -1,0 +1,91 @@
+//! The long-running service around the frame loop: configuration, the HTTP API, MQTT,
+//! the model store and its inbox, systemd integration and installation.
+
+pub mod config;
+pub mod http;
+pub mod inbox;
+pub mod install;
+pub mod mqtt;
+pub mod preview;
+pub mod store;
+pub mod systemd;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::model::{ContractOverrides, Model};
+use crate::serve::hub::{Control, Hub, ModelInfo, Prepared};
+use store::{Installed, ModelStore, Preparer, StoreError};
+
+/// How long a model swap may wait for the frame loop.
+const SWAP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Load and prepare the model at `path` (the service's first model).
+pub fn prepare_file(path: &Path, prepare: &Preparer) -> anyhow::Result<Prepared> {
+    let model = Model::load(path, &ContractOverrides::default())?;
+    let classifier = prepare(&model).map_err(anyhow::Error::msg)?;
+    let info = ModelInfo {
+        name: model.card.name.clone(),
+        sha256: hex::encode(Sha256::digest(&model.bytes)),
+        path: path.display().to_string(),
+        engine: classifier.engine().to_string(),
+    };
+    Ok(Prepared { classifier, info })
+}
+
+/// Install a model into the store and hand it to the frame loop; the old model serves
+/// until the loop takes the new one between two frames. Counts rejections in the metrics.
+pub fn install_and_swap(
+    store: &ModelStore,
+    hub: &Hub,
+    prepare: &Preparer,
+    bytes: &[u8],
+    signature: Option<&[u8]>,
+) -> Result<Installed, StoreError> {
+    match store.install(bytes, signature, prepare) {
+        Ok((prepared, installed)) => {
+            let (done, taken) = crossbeam_channel::bounded(1);
+            hub.ask(
+                Control::Swap(Box::new(prepared), done),
+                &taken,
+                SWAP_TIMEOUT,
+            )
+            .map_err(|e| StoreError::Io {
+                path: store.dir().into(),
+                source: std::io::Error::other(format!(
+                    "installed as the current model, but {e}; it serves after a restart"
+                )),
+            })?;
+            tracing::info!(
+                "installed {} ({}) into slot {}; {} reference outputs reproduced",
+                installed.model.name,
+                installed.model.id(),
+                installed.slot,
+                installed.references_checked
+            );
+            Ok(installed)
+        }
+        Err(e) => {
+            if e.is_rejection() {
+                hub.metrics().model_rejections += 1;
+            }
+            tracing::warn!("{e}");
+            Err(e)
+        }
+    }
+}
+
+/// A [`Preparer`] for an engine policy: the first engine the policy accepts.
+pub fn preparer(
+    policy: crate::engine::Policy,
+    options: crate::engine::EngineOptions,
+) -> std::sync::Arc<Preparer> {
+    std::sync::Arc::new(move |model: &Model| {
+        let selected = policy
+            .select(&model.spec(), &options)
+            .map_err(|e| format!("no engine could prepare the model: {e}"))?;
+        Ok(crate::Classifier::new(selected.session, model.card.clone()))
+    })
+}
