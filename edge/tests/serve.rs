@@ -128,6 +128,7 @@ fn sigterm_stops_the_service_with_its_output_flushed() {
     let out = dir.path().join("frames.jsonl");
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("scion-edge"))
         .env("ORT_DYLIB_PATH", ort_lib())
+        .env("SCION_EDGE_CONFIG", "/dev/null")
         .args(["serve", "--source", "test://ball", "--output"])
         .arg(&out)
         .arg("--model")

@@ -745,3 +745,51 @@ fn install_lays_out_a_root() {
         .stdout(contains("listen = \"127.0.0.1:8080\""));
     assert!(root.path().join("var/lib/scion/models/inbox").is_dir());
 }
+
+#[test]
+fn json_logs_and_an_unwritable_output_are_handled() {
+    let run = scion_edge()
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--source",
+            "test://ball",
+            "--max-frames",
+            "2",
+            "--model",
+        ])
+        .arg(model())
+        .assert()
+        .success();
+    let log = String::from_utf8_lossy(&run.get_output().stderr).into_owned();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("serving"))),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+
+    scion_edge()
+        .args([
+            "serve",
+            "--source",
+            "test://ball",
+            "--output",
+            "/proc/no/frames.jsonl",
+        ])
+        .arg("--model")
+        .arg(model())
+        .assert()
+        .code(1)
+        .stderr(contains("output /proc/no/frames.jsonl"));
+}

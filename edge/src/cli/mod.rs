@@ -53,7 +53,7 @@ struct EngineArgs {
     /// Refuse to fall back: use the --engine (or the first of the default order) or fail.
     #[arg(long)]
     require: bool,
-    /// Intra-op threads of the engine (default 0: the engine's default).
+    /// Intra-op threads of the engine (absent or 0: the engine's default).
     #[arg(long)]
     threads: Option<usize>,
     /// Path of libonnxruntime.so (default: $ORT_DYLIB_PATH, then beside the executable).

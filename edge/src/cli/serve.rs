@@ -23,7 +23,8 @@ use scion_edge::source::{Backoff, FrameSource, Reconnecting, SourceUri};
 /// Settings come from /etc/scion/edge.toml (or --config); every flag overrides its key.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Configuration file (default /etc/scion/edge.toml when it exists).
+    /// Configuration file (default: $SCION_EDGE_CONFIG, else /etc/scion/edge.toml when it
+    /// exists).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Print the effective configuration (file plus flags) as TOML and exit.
@@ -94,7 +95,8 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The configuration file's settings with every given flag applied.
     fn effective_config(&self) -> Result<EdgeConfig> {
-        let mut config = match &self.config {
+        let from_env = std::env::var_os("SCION_EDGE_CONFIG").map(PathBuf::from);
+        let mut config = match self.config.as_ref().or(from_env.as_ref()) {
             Some(path) => EdgeConfig::load(path)?,
             None if Path::new(DEFAULT_CONFIG_PATH).is_file() => {
                 EdgeConfig::load(Path::new(DEFAULT_CONFIG_PATH))?

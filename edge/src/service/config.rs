@@ -64,7 +64,7 @@ pub struct EngineSection {
     pub engine: Option<String>,
     /// Refuse to fall back to another engine.
     pub require: bool,
-    /// Intra-op threads (0: the engine's default).
+    /// Intra-op threads (0: the engine's default, every core).
     pub threads: usize,
     /// Path of libonnxruntime.so.
     pub ort_lib: Option<PathBuf>,

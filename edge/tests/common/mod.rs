@@ -25,7 +25,10 @@ pub fn photo(name: &str) -> PathBuf {
 /// The CLI with the ONNX Runtime library configured.
 pub fn scion_edge() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("scion-edge").expect("binary built");
-    cmd.env("ORT_DYLIB_PATH", ort_lib()).env_remove("RUST_LOG");
+    // /dev/null: the defaults, whatever /etc/scion/edge.toml this machine has.
+    cmd.env("ORT_DYLIB_PATH", ort_lib())
+        .env("SCION_EDGE_CONFIG", "/dev/null")
+        .env_remove("RUST_LOG");
     cmd
 }
 

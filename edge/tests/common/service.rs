@@ -35,6 +35,7 @@ impl Service {
         let log = dir.join("serve.log");
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("scion-edge"));
         cmd.env("ORT_DYLIB_PATH", ort_lib())
+            .env("SCION_EDGE_CONFIG", "/dev/null")
             .env_remove("RUST_LOG")
             .arg("serve")
             .args(args)
