@@ -32,10 +32,38 @@ pub async fn run(config: MqttSection, hub: Arc<Hub>, mut shutdown: watch::Receiv
         true,
     ));
     let (client, mut connection) = AsyncClient::new(options, 256);
+    // The connection is driven by its own task, never cancelled mid-poll (a cancelled
+    // connect would make the broker see a takeover and publish our will). It ends when the
+    // disconnect has been written.
+    let driver = {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut last_error = None::<Instant>;
+            loop {
+                match connection.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        tracing::info!("MQTT connected to {broker}");
+                        last_error = None;
+                    }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(rumqttc::ConnectionError::RequestsDone) => break,
+                    Err(e) => {
+                        // rumqttc reconnects on the next poll; log once a minute.
+                        if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                            tracing::warn!("MQTT broker {broker}: {e}; retrying");
+                            last_error = Some(Instant::now());
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+    };
     let mut events = hub.subscribe();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(config.status_interval_s));
     let started = Instant::now();
-    let (mut overflow, mut last_error) = (0u64, None::<Instant>);
+    let mut overflow = 0u64;
     let status = |online: bool, overflow: u64| {
         let metrics = hub.metrics();
         json!({
@@ -51,31 +79,20 @@ pub async fn run(config: MqttSection, hub: Arc<Hub>, mut shutdown: watch::Receiv
         })
         .to_string()
     };
+    let publish_event = |output: &Output, overflow: &mut u64| {
+        let payload = serde_json::to_string(output).unwrap_or_default();
+        if client
+            .try_publish(&event_topic, QoS::AtLeastOnce, false, payload)
+            .is_err()
+        {
+            *overflow += 1;
+        }
+    };
     loop {
         tokio::select! {
             _ = stopped(&mut shutdown) => break,
-            polled = connection.poll() => match polled {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    tracing::info!("MQTT connected to {broker}");
-                    last_error = None;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // rumqttc reconnects on the next poll; wait a little, log once a minute.
-                    if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                        tracing::warn!("MQTT broker {broker}: {e}; retrying");
-                        last_error = Some(Instant::now());
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
             event = events.recv() => match event {
-                Ok(output @ Output::Event { .. }) => {
-                    let payload = serde_json::to_string(&output).unwrap_or_default();
-                    if client.try_publish(&event_topic, QoS::AtLeastOnce, false, payload).is_err() {
-                        overflow += 1;
-                    }
-                }
+                Ok(output @ Output::Event { .. }) => publish_event(&output, &mut overflow),
                 Ok(Output::Frame { .. }) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => overflow += n,
                 Err(broadcast::error::RecvError::Closed) => break,
@@ -90,8 +107,7 @@ pub async fn run(config: MqttSection, hub: Arc<Hub>, mut shutdown: watch::Receiv
     // Events the loop published just before it stopped.
     while let Ok(output) = events.try_recv() {
         if let Output::Event { .. } = output {
-            let payload = serde_json::to_string(&output).unwrap_or_default();
-            let _ = client.try_publish(&event_topic, QoS::AtLeastOnce, false, payload);
+            publish_event(&output, &mut overflow);
         }
     }
     // Say goodbye properly (the will is for crashes), flushing what is queued.
@@ -102,15 +118,12 @@ pub async fn run(config: MqttSection, hub: Arc<Hub>, mut shutdown: watch::Receiv
         status(false, overflow),
     );
     let _ = client.try_disconnect();
-    let flush = async {
-        loop {
-            match connection.poll().await {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(3), flush).await;
+    if tokio::time::timeout(Duration::from_secs(3), driver)
+        .await
+        .is_err()
+    {
+        tracing::warn!("MQTT broker {broker}: could not say goodbye within 3 s");
+    }
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
