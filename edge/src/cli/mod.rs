@@ -1,5 +1,6 @@
 //! Command-line interface. Exit status: 0 success, 1 error, 2 finished but some inputs failed.
 
+mod boards;
 mod classify;
 mod import;
 mod info;
@@ -34,13 +35,15 @@ enum Command {
     Info(info::InfoArgs),
     /// Classify camera or video frames continuously, as a service (HTTP API, MQTT,
     /// model updates without downtime, systemd).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Lay out the service (binary, systemd unit, config, model store) under a root.
     Install(install::InstallArgs),
     /// Make an ed25519 key pair for signing models.
     Keygen(install::KeygenArgs),
     /// Sign a model (writes MODEL.sig) for devices that require signed models.
     Sign(install::SignArgs),
+    /// Show the detected board: GPU, engines, camera pipeline, GPIO header map.
+    Boards(boards::BoardsArgs),
 }
 
 /// Engine selection flags shared by every command that runs a model.
@@ -172,9 +175,10 @@ pub fn run() -> Result<i32> {
         Command::Classify(args) => classify::run(args, cli.log.quiet),
         Command::Import(args) => import::run(args).map(|_| 0),
         Command::Info(args) => info::run(args).map(|_| 0),
-        Command::Serve(args) => serve::run_serve(args),
+        Command::Serve(args) => serve::run_serve(*args),
         Command::Install(args) => install::run_install(args).map(|_| 0),
         Command::Keygen(args) => install::run_keygen(args).map(|_| 0),
         Command::Sign(args) => install::run_sign(args).map(|_| 0),
+        Command::Boards(args) => boards::run_boards(args),
     }
 }

@@ -11,6 +11,7 @@ use scion_edge::serve::hub::Hub;
 use scion_edge::serve::smoothing::SmoothingConfig;
 use scion_edge::serve::{Output, ServeConfig, ServeStats, run};
 use scion_edge::service::config::{DEFAULT_CONFIG_PATH, EdgeConfig};
+use scion_edge::service::hardware::{self, Hardware, UartSection};
 use scion_edge::service::store::{ModelStore, parse_public_key};
 use scion_edge::service::systemd::Notifier;
 use scion_edge::service::{http, inbox, mqtt, prepare_file, preparer, store};
@@ -88,6 +89,20 @@ pub struct ServeArgs {
     /// Refuse models whose reference outputs cannot be checked [key: models.require_references].
     #[arg(long, help_heading = "Service")]
     require_references: bool,
+    /// Send results to a microcontroller on this serial device, e.g. /dev/ttyTHS1
+    /// [key: sinks.uart.device].
+    #[arg(long, value_name = "DEVICE", help_heading = "Hardware")]
+    uart: Option<PathBuf>,
+    /// Baud rate of --uart [key: sinks.uart.baud].
+    #[arg(long, value_name = "BAUD", help_heading = "Hardware")]
+    uart_baud: Option<u32>,
+    /// Save frames here, one folder per label (capture button, POST /v1/capture)
+    /// [key: capture_dir].
+    #[arg(long, value_name = "DIR", help_heading = "Hardware")]
+    capture_dir: Option<PathBuf>,
+    /// Use this board profile instead of detecting it (`scion-edge boards --list`) [key: board].
+    #[arg(long, value_name = "ID", help_heading = "Hardware")]
+    board: Option<String>,
     #[command(flatten)]
     engine: super::EngineArgs,
 }
@@ -136,6 +151,23 @@ impl ServeArgs {
         set(&mut config.models.inbox, &self.inbox);
         set(&mut config.models.public_key, &self.public_key);
         config.models.require_references |= self.require_references;
+        if let Some(device) = &self.uart {
+            let uart = config
+                .sinks
+                .uart
+                .get_or_insert_with(|| UartSection::new(device.clone()));
+            uart.device.clone_from(device);
+        }
+        if let Some(baud) = self.uart_baud {
+            let uart = config
+                .sinks
+                .uart
+                .as_mut()
+                .context("--uart-baud needs --uart DEVICE or a [sinks.uart] section")?;
+            uart.baud = baud;
+        }
+        set(&mut config.capture_dir, &self.capture_dir);
+        set(&mut config.board, &self.board);
         let engine = &self.engine;
         if let Some(kind) = engine.engine {
             config.engine.engine = Some(kind.name().to_string());
@@ -166,15 +198,45 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
     let token = config.token()?;
     let source_text = config.source.clone().unwrap_or_default();
     let uri: SourceUri = source_text.parse()?;
+    let board = hardware::board(config.board.as_deref())?;
+    if let Some(warning) = &board.warning {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        "board: {}{}; engines {}, {}",
+        board.profile.name,
+        board
+            .l4t
+            .as_ref()
+            .map(|r| format!(", L4T {r}"))
+            .unwrap_or_default(),
+        board.profile.engine_order.join(" > "),
+        board.profile.precision
+    );
     let policy = match &config.engine.engine {
         Some(name) => Policy::prefer(
             name.parse::<EngineKind>().map_err(anyhow::Error::msg)?,
             config.engine.require,
         ),
-        None => Policy {
-            strict: config.engine.require,
-            ..Policy::default()
-        },
+        // The board's order first, then whatever else this binary can run.
+        None => {
+            let mut order: Vec<EngineKind> = board
+                .profile
+                .engine_order
+                .iter()
+                .filter_map(|name| name.parse().ok())
+                .filter(|kind: &EngineKind| kind.compiled())
+                .collect();
+            for kind in Policy::default().order {
+                if !order.contains(&kind) {
+                    order.push(kind);
+                }
+            }
+            Policy {
+                order,
+                strict: config.engine.require,
+            }
+        }
     };
     let prepare = preparer(
         policy,
@@ -309,6 +371,13 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         }
     }
 
+    let mut hardware = Hardware::start(
+        &config.sinks,
+        &config.gpio,
+        &board.profile,
+        &model.classifier.card().labels,
+        hub.clone(),
+    )?;
     let mut source = Reconnecting::new(
         uri,
         Box::new(scion_edge::source::open),
@@ -324,6 +393,7 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         top_k: config.top_k.min(model.classifier.card().labels.len()),
         max_frames: args.max_frames,
         events_only: config.events_only,
+        capture_dir: config.capture_dir.clone(),
         ..ServeConfig::default()
     };
     let result = run(
@@ -333,6 +403,7 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         &hub,
         &stop,
         &mut |o: &Output| {
+            hardware.on_output(o, &hub);
             serde_json::to_writer(&mut out, o)?;
             out.write_all(b"\n")?;
             // A consumer tailing the output sees each line as it happens.
@@ -342,6 +413,7 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
 
     // Drain: stop the helpers, let MQTT say goodbye, flush the output.
     stop.store(true, Ordering::SeqCst);
+    drop(hardware);
     if let Some(notifier) = &notifier {
         notifier.notify("STOPPING=1");
     }

@@ -27,6 +27,8 @@ pub struct ModelInfo {
     pub path: String,
     /// The engine running it.
     pub engine: String,
+    /// Number of classes.
+    pub classes: usize,
 }
 
 impl ModelInfo {
@@ -48,11 +50,24 @@ pub struct Prepared {
 pub enum Control {
     /// Serve this model from the next frame on; the reply says it happened.
     Swap(Box<Prepared>, crossbeam_channel::Sender<()>),
+    /// Save the next frame into the capture folder under its announced label.
+    Capture(crossbeam_channel::Sender<Result<Captured, String>>),
     /// Classify one image with the serving model.
     Classify(
         RgbImage,
         crossbeam_channel::Sender<Result<Classified, String>>,
     ),
+}
+
+/// A saved frame (capture button, `POST /v1/capture`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Captured {
+    /// The JPEG written.
+    pub path: std::path::PathBuf,
+    /// The folder it went into: the announced label, or `unlabelled`.
+    pub label: String,
+    /// The frame's sequence number.
+    pub seq: u64,
 }
 
 /// The answer to an uploaded image.
@@ -178,6 +193,13 @@ impl Hub {
         reply
             .recv_timeout(timeout)
             .map_err(|_| "the frame loop did not answer in time (busy or stopped)")
+    }
+
+    /// Save the next frame into the capture folder (button, HTTP); blocks up to `timeout`.
+    pub fn capture(&self, timeout: std::time::Duration) -> Result<Captured, String> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.ask(Control::Capture(reply), &answer, timeout)
+            .map_err(str::to_string)?
     }
 
     /// The loop's end of the control channel.

@@ -74,6 +74,10 @@ pub struct Metrics {
     pub stages: [Histogram; 4],
     /// Capture to result.
     pub latency: Histogram,
+    /// The microcontroller link's counters, when `[sinks.uart]` is on.
+    pub uart: Option<scion_boards::uart::LinkStats>,
+    /// Failed reads or writes of GPIO lines.
+    pub gpio_errors: u64,
     recent: VecDeque<Instant>,
 }
 
@@ -207,7 +211,71 @@ impl Metrics {
         );
         self.latency
             .render(&mut out, "scion_frame_latency_seconds", "");
+        counter(
+            &mut out,
+            "scion_gpio_errors_total",
+            "Failed reads or writes of GPIO lines.",
+            self.gpio_errors,
+        );
+        if let Some(uart) = &self.uart {
+            render_uart(&mut out, uart);
+        }
         out
+    }
+}
+
+/// The microcontroller link's counters.
+fn render_uart(out: &mut String, uart: &scion_boards::uart::LinkStats) {
+    let _ = writeln!(
+        out,
+        "# HELP scion_uart_connected Whether the serial port is open.\n\
+         # TYPE scion_uart_connected gauge\nscion_uart_connected {}",
+        u8::from(uart.connected)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP scion_uart_results_total Results for the microcontroller: sent, withheld by \
+         its pause or threshold, or dropped on a full queue.\n# TYPE scion_uart_results_total counter"
+    );
+    for (outcome, n) in [
+        ("sent", uart.results_sent),
+        ("suppressed", uart.results_suppressed),
+        ("dropped", uart.results_dropped),
+    ] {
+        let _ = writeln!(out, "scion_uart_results_total{{outcome=\"{outcome}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP scion_uart_bad_frames_total Frames from the microcontroller that failed to \
+         decode.\n# TYPE scion_uart_bad_frames_total counter"
+    );
+    for (kind, n) in ["framing", "crc", "version", "malformed", "overflow"]
+        .iter()
+        .zip(uart.bad_frames)
+    {
+        let _ = writeln!(out, "scion_uart_bad_frames_total{{kind=\"{kind}\"}} {n}");
+    }
+    for (name, help, value) in [
+        (
+            "scion_uart_disconnects_total",
+            "Serial connections lost.",
+            uart.disconnects,
+        ),
+        (
+            "scion_uart_open_failures_total",
+            "Failed attempts to open the serial port.",
+            uart.open_failures,
+        ),
+        (
+            "scion_uart_commands_total",
+            "Commands applied from the microcontroller.",
+            uart.commands,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     }
 }
 

@@ -4,6 +4,7 @@
 //! the CLI). The loop stops on the stop flag (SIGTERM, Ctrl-C), after `max_frames`, or
 //! when a finite source ends.
 
+pub mod capture;
 pub mod hub;
 pub mod metrics;
 pub mod smoothing;
@@ -17,7 +18,7 @@ use crate::engine::EngineError;
 use crate::postprocess::{Ranked, top_k};
 use crate::preprocess::{RgbImage, preprocess_decoded, tensor_len};
 use crate::source::{FrameSource, SourceError, SourceErrorKind};
-use hub::{Classified, Control, Hub, Prepared, PreviewFrame};
+use hub::{Captured, Classified, Control, Hub, Prepared, PreviewFrame};
 use smoothing::{Smoother, SmoothingConfig};
 
 /// How the loop runs.
@@ -33,6 +34,8 @@ pub struct ServeConfig {
     pub poll: Duration,
     /// Emit only label-change events, not a record per frame.
     pub events_only: bool,
+    /// Where captured frames go (None: capture is off).
+    pub capture_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -43,6 +46,7 @@ impl Default for ServeConfig {
             max_frames: None,
             poll: Duration::from_millis(50),
             events_only: false,
+            capture_dir: None,
         }
     }
 }
@@ -206,10 +210,11 @@ pub fn run(
     let mut serving = Serving::new(model, config.smoothing);
     hub.set_model(serving.prepared.info.clone());
     let mut stats = ServeStats::default();
+    let mut captures = Vec::new();
     while !stop.load(Ordering::Relaxed) && config.max_frames.is_none_or(|m| stats.frames < m) {
         hub.alive();
         while let Ok(request) = hub.requests().try_recv() {
-            serving = serve_request(request, serving, config, hub, sink)?;
+            serving = serve_request(request, serving, config, hub, sink, &mut captures)?;
         }
         let reconnects = source.reconnects();
         let frame = match source.next_frame(config.poll) {
@@ -283,6 +288,15 @@ pub fn run(
             hub.record(&event);
             sink(&event)?;
         }
+        if !captures.is_empty() {
+            let saved = match &config.capture_dir {
+                Some(dir) => capture::save(dir, label.as_deref(), frame.sequence, &frame.image),
+                None => Err("capture is off: set `capture_dir`".to_string()),
+            };
+            for reply in captures.drain(..) {
+                let _ = reply.send(saved.clone());
+            }
+        }
         if hub.preview_wanted() {
             let top1 = match &record {
                 Output::Frame { top, .. } => top.first().map(|r| (r.label.clone(), r.prob)),
@@ -306,8 +320,14 @@ fn serve_request(
     config: &ServeConfig,
     hub: &Hub,
     sink: &mut dyn FnMut(&Output) -> std::io::Result<()>,
+    captures: &mut Vec<crossbeam_channel::Sender<Result<Captured, String>>>,
 ) -> Result<Serving, ServeError> {
     match request {
+        Control::Capture(reply) => {
+            // Answered with the next frame, which is the current view.
+            captures.push(reply);
+            Ok(serving)
+        }
         Control::Swap(prepared, done) => {
             let from = serving.prepared.info.clone();
             let announced = serving.label(serving.smoother.current());

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineKind;
+use crate::service::hardware::{GpioSection, SinksSection};
 
 /// Where the service looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/scion/edge.toml";
@@ -42,6 +43,15 @@ pub struct EdgeConfig {
     pub mqtt: MqttSection,
     /// The model store (A/B slots, inbox, signatures).
     pub models: ModelsSection,
+    /// The board profile to use instead of the detected one (`scion-edge boards --list`).
+    pub board: Option<String>,
+    /// Where captured frames go, one folder per announced label (the capture button,
+    /// `POST /v1/capture`): the next round's training data.
+    pub capture_dir: Option<PathBuf>,
+    /// Outputs besides JSON lines, HTTP and MQTT: `[sinks.uart]`.
+    pub sinks: SinksSection,
+    /// GPIO actions: `[gpio.trigger]`, `[gpio.status_led]`, `[gpio.capture_button]`.
+    pub gpio: GpioSection,
 }
 
 /// `[smoothing]`.
@@ -134,6 +144,10 @@ impl Default for EdgeConfig {
             http: HttpSection::default(),
             mqtt: MqttSection::default(),
             models: ModelsSection::default(),
+            board: None,
+            capture_dir: None,
+            sinks: SinksSection::default(),
+            gpio: GpioSection::default(),
         }
     }
 }
@@ -326,6 +340,16 @@ impl EdgeConfig {
         }
         if self.models.reference_tolerance.is_nan() || self.models.reference_tolerance <= 0.0 {
             return invalid("models.reference_tolerance", "must be above 0".into());
+        }
+        if let Some(board) = &self.board
+            && let Err(e) = board.parse::<scion_boards::BoardId>()
+        {
+            return invalid("board", e);
+        }
+        if let Err((key, message)) =
+            crate::service::hardware::validate(&self.sinks, &self.gpio, self.capture_dir.as_ref())
+        {
+            return invalid(key, message);
         }
         Ok(())
     }

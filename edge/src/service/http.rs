@@ -57,6 +57,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/classify", post(classify).layer(upload_limit))
         .route("/v1/model", get(model).post(install).layer(model_limit))
         .route("/v1/references", post(reference).layer(upload_limit))
+        .route("/v1/capture", post(capture))
         .with_state(api)
 }
 
@@ -219,6 +220,19 @@ async fn classify(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     match answer {
         Ok(Ok(classified)) => Json(classified).into_response(),
         Ok(Err((status, message))) => error(status, message),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Save the current frame for the next training round (it writes to disk: token only).
+async fn capture(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    if let Some(response) = refuse(&api, &headers) {
+        return response;
+    }
+    let hub = api.hub.clone();
+    match tokio::task::spawn_blocking(move || hub.capture(Duration::from_secs(10))).await {
+        Ok(Ok(captured)) => Json(captured).into_response(),
+        Ok(Err(message)) => error(StatusCode::CONFLICT, message),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

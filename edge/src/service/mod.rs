@@ -2,6 +2,7 @@
 //! the model store and its inbox, systemd integration and installation.
 
 pub mod config;
+pub mod hardware;
 pub mod http;
 pub mod inbox;
 pub mod install;
@@ -31,6 +32,7 @@ pub fn prepare_file(path: &Path, prepare: &Preparer) -> anyhow::Result<Prepared>
         sha256: hex::encode(Sha256::digest(&model.bytes)),
         path: path.display().to_string(),
         engine: classifier.engine().to_string(),
+        classes: classifier.card().labels.len(),
     };
     Ok(Prepared { classifier, info })
 }

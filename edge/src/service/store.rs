@@ -311,6 +311,7 @@ impl ModelStore {
             sha256: hex::encode(Sha256::digest(&model.bytes)),
             path: path.display().to_string(),
             engine: classifier.engine().to_string(),
+            classes: classifier.card().labels.len(),
         };
         Ok((Prepared { classifier, info }, checked, missing))
     }

@@ -1,0 +1,5 @@
+//! GPIO: generic drivers for the actions (trigger, status LED, capture button) and the Linux
+//! lines they run on.
+
+pub mod actions;
+pub mod linux;
