@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use scion_edge::engine::{EngineKind, EngineOptions, Policy};
 use scion_edge::serve::hub::Hub;
-use scion_edge::serve::smoothing::SmoothingConfig;
 use scion_edge::serve::{Output, ServeConfig, ServeStats, run};
 use scion_edge::service::config::{DEFAULT_CONFIG_PATH, EdgeConfig};
 use scion_edge::service::hardware::{self, Hardware, UartSection};
@@ -385,11 +384,7 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         config.loop_files,
     );
     let serve_config = ServeConfig {
-        smoothing: SmoothingConfig {
-            frames: config.smoothing.frames,
-            threshold: config.smoothing.threshold,
-            hold: config.smoothing.hold,
-        },
+        smoothing: config.smoothing,
         top_k: config.top_k.min(model.classifier.card().labels.len()),
         max_frames: args.max_frames,
         events_only: config.events_only,
@@ -433,7 +428,7 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         "{} frames, {} dropped, {} label changes, {} reconnects; latency median {:.1} ms, p99 {:.1} ms",
         stats.frames,
         stats.dropped,
-        stats.events,
+        hub.metrics().events,
         source.reconnects(),
         ServeStats::quantile(&stats.latencies_ms, 0.5),
         ServeStats::quantile(&stats.latencies_ms, 0.99),

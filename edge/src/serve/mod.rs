@@ -116,8 +116,6 @@ pub struct ServeStats {
     pub frames: u64,
     /// Frames the source dropped (a newer one arrived while the model was busy).
     pub dropped: u64,
-    /// Label-change events.
-    pub events: u64,
     /// Per-frame latency (arrival to result), milliseconds, in order.
     pub latencies_ms: Vec<f64>,
     /// Inference time per frame, milliseconds.
@@ -278,7 +276,6 @@ pub fn run(
             sink(&record)?;
         }
         if let Some(change) = change {
-            stats.events += 1;
             let event = Output::Event {
                 seq: frame.sequence,
                 from: serving.label(change.from),

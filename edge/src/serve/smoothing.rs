@@ -3,8 +3,9 @@
 //! probability reaches the threshold and beats the current label's for `hold` frames in a
 //! row. A label change is an event, not flicker.
 
-/// Smoothing settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Smoothing settings (also the `[smoothing]` section of the service's configuration).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SmoothingConfig {
     /// EMA span in frames (1: no smoothing); the weight of a new frame is 2 / (N + 1).
     pub frames: usize,

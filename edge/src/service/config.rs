@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineKind;
+use crate::serve::smoothing::SmoothingConfig;
 use crate::service::hardware::{GpioSection, SinksSection};
 
 /// Where the service looks for its configuration when `--config` is not given.
@@ -34,7 +35,7 @@ pub struct EdgeConfig {
     /// Only label-change events in the JSON lines.
     pub events_only: bool,
     /// Smoothing and hysteresis.
-    pub smoothing: SmoothingSection,
+    pub smoothing: SmoothingConfig,
     /// Engine selection.
     pub engine: EngineSection,
     /// The HTTP API.
@@ -52,18 +53,6 @@ pub struct EdgeConfig {
     pub sinks: SinksSection,
     /// GPIO actions: `[gpio.trigger]`, `[gpio.status_led]`, `[gpio.capture_button]`.
     pub gpio: GpioSection,
-}
-
-/// `[smoothing]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SmoothingSection {
-    /// Smoothed probability a label needs before it is announced.
-    pub threshold: f32,
-    /// Frames the exponential moving average spans (1: off).
-    pub frames: usize,
-    /// Frames a new label must lead before it replaces the current one.
-    pub hold: usize,
 }
 
 /// `[engine]`.
@@ -139,7 +128,7 @@ impl Default for EdgeConfig {
             top_k: 3,
             output: None,
             events_only: false,
-            smoothing: SmoothingSection::default(),
+            smoothing: SmoothingConfig::default(),
             engine: EngineSection::default(),
             http: HttpSection::default(),
             mqtt: MqttSection::default(),
@@ -148,17 +137,6 @@ impl Default for EdgeConfig {
             capture_dir: None,
             sinks: SinksSection::default(),
             gpio: GpioSection::default(),
-        }
-    }
-}
-
-impl Default for SmoothingSection {
-    fn default() -> Self {
-        let d = crate::serve::smoothing::SmoothingConfig::default();
-        SmoothingSection {
-            threshold: d.threshold,
-            frames: d.frames,
-            hold: d.hold,
         }
     }
 }

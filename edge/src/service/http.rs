@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::install_and_swap;
-use super::store::{ModelStore, Preparer};
+use super::store::{ModelStore, Preparer, StoreError};
 use crate::preprocess::decode_rgb;
 use crate::serve::hub::{Control, Hub};
 
@@ -260,8 +260,14 @@ fn refuse(api: &Api, headers: &HeaderMap) -> Option<Response> {
     (!same).then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
 }
 
-async fn install(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(response) = refuse(&api, &headers) {
+/// The mutating store endpoints share this: the token, a configured store, the work off
+/// the async threads, and one mapping of store errors (422: the input was refused).
+async fn store_job<T, F>(api: &Api, headers: &HeaderMap, job: F) -> Response
+where
+    T: serde::Serialize + Send + 'static,
+    F: FnOnce(Arc<ModelStore>) -> Result<T, StoreError> + Send + 'static,
+{
+    if let Some(response) = refuse(api, headers) {
         return response;
     }
     let Some(store) = api.store.clone() else {
@@ -270,36 +276,30 @@ async fn install(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -
             "no model store is configured (models.dir)",
         );
     };
-    let signature = headers
-        .get("x-scion-signature")
-        .map(|v| v.as_bytes().to_vec());
-    let (hub, prepare) = (api.hub.clone(), api.prepare.clone());
-    let result = tokio::task::spawn_blocking(move || {
-        install_and_swap(&store, &hub, &*prepare, &body, signature.as_deref())
-    })
-    .await;
-    match result {
-        Ok(Ok(installed)) => Json(installed).into_response(),
+    match tokio::task::spawn_blocking(move || job(store)).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
         Ok(Err(e)) if e.is_rejection() => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
+async fn install(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    let signature = headers
+        .get("x-scion-signature")
+        .map(|v| v.as_bytes().to_vec());
+    let (hub, prepare) = (api.hub.clone(), api.prepare.clone());
+    store_job(&api, &headers, move |store| {
+        install_and_swap(&store, &hub, &*prepare, &body, signature.as_deref())
+    })
+    .await
+}
+
 async fn reference(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(response) = refuse(&api, &headers) {
-        return response;
-    }
-    let Some(store) = api.store.clone() else {
-        return error(
-            StatusCode::CONFLICT,
-            "no model store is configured (models.dir)",
-        );
-    };
-    match tokio::task::spawn_blocking(move || store.add_reference(&body)).await {
-        Ok(Ok(sha)) => Json(json!({ "sha256": sha })).into_response(),
-        Ok(Err(e)) if e.is_rejection() => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    store_job(&api, &headers, move |store| {
+        store
+            .add_reference(&body)
+            .map(|sha| json!({ "sha256": sha }))
+    })
+    .await
 }

@@ -171,20 +171,25 @@ impl ModelStore {
     ) -> Result<(Prepared, Installed), StoreError> {
         let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
         let signed = self.check_signature(bytes, signature)?;
-        // Refuse what does not even parse before touching the disk.
-        Model::from_bytes(
-            Path::new("upload"),
-            bytes.to_vec(),
-            &ContractOverrides::default(),
-        )
-        .map_err(|e| StoreError::Rejected(e.to_string()))?;
         let slot = match self.current_slot().as_deref() {
             Some("a") => "b",
             _ => "a",
         };
         let path = self.dir.join(slot).join(MODEL_FILE);
+        // Parse once, and refuse what does not even parse before touching the disk.
+        let model = Model::from_bytes(&path, bytes.to_vec(), &ContractOverrides::default())
+            .map_err(|e| StoreError::Rejected(e.to_string()))?;
         write_durably(&path, bytes)?;
-        let (prepared, checked, missing) = self.verify(&path, prepare)?;
+        // The file as written must be the model checked: read it back and compare hashes
+        // (a storage fault shows here, not after the switch).
+        let written = std::fs::read(&path).map_err(io(&path))?;
+        if Sha256::digest(&written) != Sha256::digest(bytes) {
+            return Err(StoreError::Io {
+                path: path.clone(),
+                source: std::io::Error::other("the file read back differs from what was written"),
+            });
+        }
+        let (prepared, checked, missing) = self.verify(model, &path, prepare)?;
         self.point_current_to(slot)?;
         let installed = Installed {
             model: prepared.info.clone(),
@@ -222,15 +227,14 @@ impl ModelStore {
         Ok(true)
     }
 
-    /// Load the file as written, prepare it, and check its reference outputs.
+    /// Prepare `model` (stored at `path`) and check its reference outputs.
     fn verify(
         &self,
+        model: Model,
         path: &Path,
         prepare: &Preparer,
     ) -> Result<(Prepared, usize, usize), StoreError> {
         let rejected = |m: String| StoreError::Rejected(m);
-        let model = Model::load(path, &ContractOverrides::default())
-            .map_err(|e| rejected(e.to_string()))?;
         if !model.card_embedded {
             return Err(rejected("the model has no scion card".into()));
         }
