@@ -422,10 +422,17 @@ fn start_gpio(
                 }
                 if let Some(button) = &mut button {
                     match button.poll(now) {
-                        Ok(Some(ButtonEvent::Pressed)) => match hub.capture(Duration::from_secs(2)) {
-                            Ok(c) => tracing::info!("capture button: saved {}", c.path.display()),
-                            Err(e) => tracing::warn!("capture button: {e}"),
-                        },
+                        // Saving waits for the next frame: not on this thread, so the
+                        // trigger and LED keep their timing.
+                        Ok(Some(ButtonEvent::Pressed)) => {
+                            let hub = hub.clone();
+                            std::thread::spawn(move || match hub.capture(Duration::from_secs(2)) {
+                                Ok(c) => {
+                                    tracing::info!("capture button: saved {}", c.path.display())
+                                }
+                                Err(e) => tracing::warn!("capture button: {e}"),
+                            });
+                        }
                         Ok(_) => {}
                         Err(e) => fail("capture button", &e, &hub),
                     }
