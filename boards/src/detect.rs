@@ -2,7 +2,7 @@
 //! `model` as a fallback) and `/etc/nv_tegra_release`, all under a root directory so tests
 //! (and a board's image mounted elsewhere) can be inspected without being that board.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -133,7 +133,7 @@ pub struct Detection {
 /// Detect the board whose files live under `root` ("/" on the board itself); `arch` picks
 /// the generic profile (`std::env::consts::ARCH`).
 pub fn detect(root: &Path, arch: &str) -> Detection {
-    let read = |relative: &str| std::fs::read(under(root, relative)).ok();
+    let read = |relative: &str| std::fs::read(root.join(relative)).ok();
     let strings = |bytes: Vec<u8>| -> Vec<String> {
         bytes
             .split(|b| *b == 0)
@@ -223,8 +223,4 @@ fn meminfo_gib(text: &str) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kib / (1024.0 * 1024.0))
-}
-
-fn under(root: &Path, relative: &str) -> PathBuf {
-    root.join(relative)
 }

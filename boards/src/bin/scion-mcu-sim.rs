@@ -149,14 +149,10 @@ impl Mcu {
             for &byte in &buf[..n] {
                 let line = match decoder.push(byte) {
                     None => continue,
-                    Some(Ok(message)) => {
-                        // Copy out of the decoder's buffer before answering.
-                        let message = own(message);
-                        match self.hear(port, message.as_message()) {
-                            Ok(line) => line,
-                            Err(_) => return,
-                        }
-                    }
+                    Some(Ok(message)) => match self.hear(port, message) {
+                        Ok(line) => line,
+                        Err(_) => return,
+                    },
                     Some(Err(e)) => {
                         self.errors += 1;
                         let kind = match e.kind() {
@@ -177,89 +173,6 @@ impl Mcu {
                     self.exercise = false;
                 }
             }
-        }
-    }
-}
-
-/// A message whose strings are copied out of the decoder's buffer.
-struct Owned {
-    message: Message<'static>,
-    name: [u8; 64],
-    name_len: usize,
-}
-
-fn own(message: Message<'_>) -> Owned {
-    let mut owned = Owned {
-        message: Message::Pause,
-        name: [0; 64],
-        name_len: 0,
-    };
-    let mut keep = |s: &str| {
-        let n = s.len().min(64);
-        owned.name[..n].copy_from_slice(&s.as_bytes()[..n]);
-        owned.name_len = n;
-    };
-    owned.message = match message {
-        Message::Hello {
-            protocol,
-            role,
-            name,
-        } => {
-            keep(name);
-            Message::Hello {
-                protocol,
-                role,
-                name: "",
-            }
-        }
-        Message::ModelInfo { id, classes, name } => {
-            keep(name);
-            Message::ModelInfo {
-                id,
-                classes,
-                name: "",
-            }
-        }
-        Message::Result {
-            label,
-            score,
-            seq,
-            latency_us,
-        } => Message::Result {
-            label,
-            score,
-            seq,
-            latency_us,
-        },
-        Message::Heartbeat { uptime_ms } => Message::Heartbeat { uptime_ms },
-        Message::SetThreshold { threshold } => Message::SetThreshold { threshold },
-        Message::Pause => Message::Pause,
-        Message::Resume => Message::Resume,
-        Message::RequestStatus => Message::RequestStatus,
-        Message::Status {
-            paused,
-            threshold,
-            frames,
-        } => Message::Status {
-            paused,
-            threshold,
-            frames,
-        },
-    };
-    owned
-}
-
-impl Owned {
-    fn as_message(&self) -> Message<'_> {
-        let name = core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?");
-        match self.message {
-            Message::Hello { protocol, role, .. } => Message::Hello {
-                protocol,
-                role,
-                name,
-            },
-            Message::ModelInfo { id, classes, .. } => Message::ModelInfo { id, classes, name },
-            other => other,
         }
     }
 }

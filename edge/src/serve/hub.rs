@@ -145,6 +145,19 @@ impl Hub {
             .map(|(o, at)| (o.clone(), at.elapsed().as_secs_f64()))
     }
 
+    /// The announced label of the latest frame and how long ago it came, without copying
+    /// the whole record (the GPIO actions poll this every few milliseconds).
+    pub fn announced(&self) -> Option<(Option<String>, f64)> {
+        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        latest.as_ref().map(|(o, at)| {
+            let label = match o {
+                Output::Frame { label, .. } => label.clone(),
+                Output::Event { .. } => None,
+            };
+            (label, at.elapsed().as_secs_f64())
+        })
+    }
+
     /// Seconds since the last classified frame.
     pub fn last_frame_age(&self) -> Option<f64> {
         self.latest().map(|(_, age)| age)

@@ -399,13 +399,12 @@ fn start_gpio(
             };
             while !stop.load(Ordering::Relaxed) {
                 let now = start.elapsed().as_millis() as u64;
-                let latest = hub.latest();
-                let fresh = latest
-                    .as_ref()
-                    .is_some_and(|(_, age)| *age < 2.0);
+                let (announced, fresh) = match hub.announced() {
+                    Some((label, age)) => (label, age < 2.0),
+                    None => (None, false),
+                };
                 if let Some((t, label)) = &mut trigger {
-                    let active = fresh
-                        && matches!(&latest, Some((Output::Frame { label: Some(l), .. }, _)) if l == label);
+                    let active = fresh && announced.as_ref() == Some(label);
                     if let Err(e) = t.update(now, active) {
                         fail("trigger", &e, &hub);
                     }
