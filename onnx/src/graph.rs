@@ -26,6 +26,63 @@ pub fn producers(graph: &GraphProto) -> HashMap<&str, usize> {
     map
 }
 
+/// Up to `limit` tensor names (node outputs) a user who typed `wanted` may have meant:
+/// those sharing the most words and numbers with it first (`block.3.conv` finds
+/// `blocks.3.project.conv`), then the graph's last tensors, which is where features
+/// usually are. For error messages that list candidates.
+pub fn similar_tensors(graph: &GraphProto, wanted: &str, limit: usize) -> Vec<String> {
+    let tokens = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect()
+    };
+    let wanted = tokens(wanted);
+    let outputs: Vec<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter())
+        .filter(|o| !o.is_empty())
+        .map(String::as_str)
+        .collect();
+    let score = |name: &str| -> usize {
+        let have = tokens(name);
+        wanted
+            .iter()
+            .map(|w| {
+                if have.contains(w) {
+                    2
+                } else if w.len() >= 2 && have.iter().any(|h| h.contains(w.as_str())) {
+                    1
+                } else {
+                    0
+                }
+            })
+            .sum()
+    };
+    let mut scored: Vec<(usize, &str)> = outputs
+        .iter()
+        .map(|o| (score(o), *o))
+        .filter(|(s, _)| *s > 0)
+        .collect();
+    // Stable: equal scores stay in graph order.
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let mut found: Vec<String> = scored
+        .into_iter()
+        .take(limit)
+        .map(|(_, o)| o.to_string())
+        .collect();
+    for o in outputs.iter().rev() {
+        if found.len() >= limit {
+            break;
+        }
+        if !found.iter().any(|f| f == o) {
+            found.push(o.to_string());
+        }
+    }
+    found
+}
+
 /// Indices of the nodes that read `tensor`.
 pub fn consumers(graph: &GraphProto, tensor: &str) -> Vec<usize> {
     graph

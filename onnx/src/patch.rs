@@ -14,6 +14,15 @@ pub enum Patch {
         /// Tensors that become the outputs, in order.
         outputs: Vec<String>,
     },
+    /// Reduce a `[batch, C, H, W]` tensor to its channel means `[batch, C]` (global average
+    /// pooling, then flatten) and make that the only graph output: what a conv layer's
+    /// "units" are when they are ranked, searched or embedded.
+    PoolSpatial {
+        /// The spatial tensor.
+        tensor: String,
+        /// Name of the pooled output.
+        output: String,
+    },
     /// Expose an intermediate tensor as an extra graph output.
     AddOutput {
         /// The tensor to expose.
@@ -78,6 +87,7 @@ impl Patch {
         match self {
             Patch::CutAt { outputs } => cut_at(&mut edited, outputs)?,
             Patch::AddOutput { tensor } => add_output(&mut edited, tensor)?,
+            Patch::PoolSpatial { tensor, output } => pool_spatial(&mut edited, tensor, output)?,
             Patch::DynamicBatch { symbol } => dynamic_batch(&mut edited, symbol),
             Patch::RenameInput { from, to } => {
                 require(edited.input.iter().any(|i| &i.name == from), "input", from)?;
@@ -172,7 +182,8 @@ fn cut_at(graph: &mut GraphProto, outputs: &[String]) -> Result<()> {
     for o in outputs {
         if !producer.contains_key(o.as_str()) && !sources.contains(o.as_str()) {
             return Err(Error::Graph(format!(
-                "cut: no tensor named '{o}' in the graph"
+                "cut: no tensor named '{o}' in the graph; candidates: [{}]",
+                graph::similar_tensors(graph, o, 12).join(", ")
             )));
         }
         stack.push(o.clone());
@@ -299,6 +310,30 @@ fn graft_head(graph: &mut GraphProto, features: &str, layers: &[Dense]) -> Resul
         builder::value_info_f32("probs", &[batch, Ok(classes)]),
         features_info,
     ];
+    Ok(())
+}
+
+fn pool_spatial(graph: &mut GraphProto, tensor: &str, output: &str) -> Result<()> {
+    use crate::builder::{attr_int, node};
+    let exists = graph::producers(graph).contains_key(tensor)
+        || graph::source_tensors(graph).contains(tensor);
+    require(exists, "tensor", tensor)?;
+    let pooled = format!("{output}/pooled");
+    graph.node.push(node(
+        "GlobalAveragePool",
+        &format!("{output}/pool"),
+        &[tensor],
+        &[&pooled],
+        vec![],
+    ));
+    graph.node.push(node(
+        "Flatten",
+        &format!("{output}/flatten"),
+        &[&pooled],
+        &[output],
+        vec![attr_int("axis", 1)],
+    ));
+    graph.output = vec![untyped_f32(output)];
     Ok(())
 }
 

@@ -42,6 +42,15 @@ pub struct Backbone {
 impl Backbone {
     /// Load `path` and find its feature tensor (or check the one given).
     pub fn load(path: &Path, feature_tensor: Option<&str>) -> Result<Backbone, BackboneError> {
+        Self::load_as(path, feature_tensor, "--feature-tensor")
+    }
+
+    /// [`Backbone::load`], with errors naming `flag` as the option that chose the tensor.
+    pub fn load_as(
+        path: &Path,
+        feature_tensor: Option<&str>,
+        flag: &str,
+    ) -> Result<Backbone, BackboneError> {
         let model = Model::load(path, &ContractOverrides::default())?;
         let sha256 = hex::encode(Sha256::digest(&model.bytes));
         let graph = model.proto.graph.clone().unwrap_or_default();
@@ -53,7 +62,7 @@ impl Backbone {
             Some(name) => name.to_string(),
             None => {
                 scion_onnx::graph::find_feature_tensor(&graph)
-                    .map_err(|e| features_err(format!("{e}; pass one with --feature-tensor NAME")))?
+                    .map_err(|e| features_err(format!("{e}; pass one with {flag} NAME")))?
                     .tensor
             }
         };
@@ -62,13 +71,36 @@ impl Backbone {
             outputs: vec![tensor.clone()],
         }
         .apply(&mut cut)
-        .map_err(|e| features_err(format!("--feature-tensor {tensor}: {e}")))?;
+        .map_err(|e| features_err(format!("{flag} {tensor}: {e}")))?;
         Ok(Backbone {
             sha256,
             feature_tensor: tensor,
             cut_bytes: scion_onnx::io::encode(&cut),
             model,
         })
+    }
+
+    /// Compute the channel means of the (spatial) feature tensor instead of the tensor
+    /// itself; the feature tensor becomes `<tensor>:mean`, which keys its own cache.
+    pub fn pool_spatial(&mut self) -> Result<(), BackboneError> {
+        let mut cut =
+            scion_onnx::io::decode(&self.cut_bytes).map_err(|e| BackboneError::Features {
+                path: self.model.path.clone(),
+                message: e.to_string(),
+            })?;
+        let output = format!("{}:mean", self.feature_tensor);
+        Patch::PoolSpatial {
+            tensor: self.feature_tensor.clone(),
+            output: output.clone(),
+        }
+        .apply(&mut cut)
+        .map_err(|e| BackboneError::Features {
+            path: self.model.path.clone(),
+            message: e.to_string(),
+        })?;
+        self.cut_bytes = scion_onnx::io::encode(&cut);
+        self.feature_tensor = output;
+        Ok(())
     }
 
     /// A session computing the feature tensor on `kind`.

@@ -11,6 +11,9 @@
 //!   trained with the head (`--unfreeze`, `--from-scratch`);
 //! - [`metrics`] + [`plots`]: how well it does;
 //! - [`export`] + [`score`]: the grafted ONNX model and its parity check on every engine.
+//!
+//! And what looks inside a representation ([`represent`], pictured by [`sheets`]):
+//! embeddings, nearest neighbours, top-activating images, filters, probes, data audits.
 
 pub mod backbone;
 pub mod dataset;
@@ -27,5 +30,7 @@ pub mod loader;
 pub mod metrics;
 pub mod net;
 pub mod plots;
+pub mod represent;
 pub mod score;
+pub mod sheets;
 pub mod train;

@@ -37,7 +37,7 @@ fn font_path() -> Option<PathBuf> {
 }
 
 /// Register the font with plotters once per process.
-fn ensure_font() -> Result<(), PlotError> {
+pub(crate) fn ensure_font() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
@@ -60,7 +60,7 @@ fn ensure_font() -> Result<(), PlotError> {
         })
 }
 
-fn plot_err(path: &Path) -> impl Fn(String) -> PlotError + '_ {
+pub(crate) fn plot_err(path: &Path) -> impl Fn(String) -> PlotError + '_ {
     move |message| PlotError {
         path: path.into(),
         message,

@@ -101,7 +101,7 @@ pub fn expand(args: &[String]) -> Inputs {
 
 /// Keep every `count`-th input starting at `index`, from the sorted list, so shards are
 /// disjoint, cover everything, and need no coordination.
-pub fn shard(files: Vec<String>, shard: Option<Shard>) -> Vec<String> {
+pub fn shard<T>(files: Vec<T>, shard: Option<Shard>) -> Vec<T> {
     match shard {
         None => files,
         Some(s) => files

@@ -12,6 +12,9 @@ pub enum DataCommand {
     /// Check a data set folder before training: a table of class counts, then errors
     /// (exit 1) and warnings (exit 0).
     Lint(LintArgs),
+    /// Find leakage (near-duplicates across train/val/test), likely mislabelled images and
+    /// outliers with a model's features: a list, audit.json and a PNG sheet.
+    Audit(super::inspect::audit::AuditArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -72,6 +75,7 @@ pub struct LintArgs {
 pub fn run(cmd: DataCommand) -> Result<i32> {
     match cmd {
         DataCommand::ImportIdx(args) => import_idx(args).map(|_| 0),
+        DataCommand::Audit(args) => super::inspect::audit::run_audit(args),
         DataCommand::Lint(args) => {
             let report = lint(
                 &args.dir,

@@ -3,6 +3,7 @@
 mod data;
 mod eval;
 mod experiment;
+mod inspect;
 mod train;
 
 use anyhow::Result;
@@ -32,6 +33,21 @@ enum Command {
     /// Compare ways of training on your data (head only, fine-tuned, from scratch).
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
+    /// Compute a tensor (default: the penultimate "FC7" features) for every image and
+    /// write them to a safetensors file; shardable.
+    Embed(inspect::embed::EmbedArgs),
+    /// Join embeddings shards (`scion embed --shard i/N`) into one file.
+    Merge(inspect::embed::MergeArgs),
+    /// Find the nearest neighbours of query images by their features (exact search).
+    Similar(inspect::similar::SimilarArgs),
+    /// Plot features in 2-D (principal components), coloured by label.
+    Project(inspect::embed::ProjectArgs),
+    /// Show the images that most activate a unit, as a PNG grid.
+    Activations(inspect::activations::ActivationsArgs),
+    /// Draw the first layer's filters, or a layer's activation maps over an image.
+    Filters(inspect::activations::FiltersArgs),
+    /// Compare backbones by a cross-validated linear probe on your data.
+    Probe(inspect::probe::ProbeArgs),
 }
 
 /// Parse arguments and run; returns the process exit status.
@@ -43,5 +59,12 @@ pub fn run() -> Result<i32> {
         Command::Train(args) => train::run_train(args),
         Command::Eval(args) => eval::run_eval(args),
         Command::Experiment(cmd) => experiment::run(cmd),
+        Command::Embed(args) => inspect::embed::run_embed(args),
+        Command::Merge(args) => inspect::embed::run_merge(args),
+        Command::Similar(args) => inspect::similar::run_similar(args),
+        Command::Project(args) => inspect::embed::run_project(args),
+        Command::Activations(args) => inspect::activations::run_activations(args),
+        Command::Filters(args) => inspect::activations::run_filters(args),
+        Command::Probe(args) => inspect::probe::run_probe(args),
     }
 }
