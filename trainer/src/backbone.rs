@@ -42,20 +42,22 @@ pub struct Backbone {
 impl Backbone {
     /// Load `path` and find its feature tensor (or check the one given).
     pub fn load(path: &Path, feature_tensor: Option<&str>) -> Result<Backbone, BackboneError> {
-        Self::load_as(path, feature_tensor, "--feature-tensor")
+        let model = Model::load(path, &ContractOverrides::default())?;
+        Self::from_model(model, feature_tensor, "--feature-tensor")
     }
 
-    /// [`Backbone::load`], with errors naming `flag` as the option that chose the tensor.
-    pub fn load_as(
-        path: &Path,
+    /// A model already loaded, cut at `feature_tensor` (or the one found in the graph);
+    /// errors name `flag` as the option that chose the tensor.
+    pub fn from_model(
+        model: Model,
         feature_tensor: Option<&str>,
         flag: &str,
     ) -> Result<Backbone, BackboneError> {
-        let model = Model::load(path, &ContractOverrides::default())?;
+        let path = model.path.clone();
         let sha256 = hex::encode(Sha256::digest(&model.bytes));
         let graph = model.proto.graph.clone().unwrap_or_default();
         let features_err = |message: String| BackboneError::Features {
-            path: path.into(),
+            path: path.clone(),
             message,
         };
         let tensor = match feature_tensor {

@@ -183,18 +183,25 @@ fn fashion_mnist_neighbours_shards_and_projection() {
     check_png(&sheet, 7 * 112, 112);
 
     // An index of another model's features is refused, naming both.
+    let other = dir.path().join("small-cnn.onnx");
+    Command::cargo_bin("scion-edge")
+        .expect("binary built")
+        .args(["import", "small-cnn", "--out"])
+        .arg(&other)
+        .assert()
+        .success();
     scion()
         .args(["similar", "--index"])
         .arg(&full)
         .arg("--model")
-        .arg(asset("models/efficientnet-lite0-112.onnx"))
+        .arg(&other)
         .arg("--query")
         .arg(&query)
         .arg("--cache")
         .arg(&cache)
         .assert()
         .code(1)
-        .stderr(contains("built with another model").and(contains("efficientnet-lite0-112.onnx")));
+        .stderr(contains("built with another model").and(contains("small-cnn.onnx")));
 
     // The 2-D projection, coloured by label.
     let png = dir.path().join("pca.png");

@@ -60,16 +60,11 @@ impl Extractor {
         spatial: Spatial,
         options: &ExtractOptions,
     ) -> Result<Extractor, BackboneError> {
-        let card_tensor = match tensor {
-            Some(t) => Some(t.to_string()),
-            None => {
-                scion_edge::Model::load(model, &Default::default())?
-                    .card
-                    .tensors
-                    .features
-            }
-        };
-        let mut backbone = Backbone::load_as(model, card_tensor.as_deref(), flag)?;
+        let loaded = scion_edge::Model::load(model, &Default::default())?;
+        let tensor = tensor
+            .map(String::from)
+            .or_else(|| loaded.card.tensors.features.clone());
+        let mut backbone = Backbone::from_model(loaded, tensor.as_deref(), flag)?;
         let tensor = backbone.feature_tensor.clone();
         let mut session = backbone.feature_session(options.engine, &options.engine_options)?;
         let shape = backbone.feature_shape(session.as_mut())?[1..].to_vec();
