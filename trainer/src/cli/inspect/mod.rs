@@ -136,7 +136,7 @@ pub fn embed_items(
 }
 
 /// The Ctrl-C flag (installed once per process).
-fn interrupted() -> &'static AtomicBool {
+pub fn interrupted() -> &'static AtomicBool {
     static FLAG: std::sync::OnceLock<&'static AtomicBool> = std::sync::OnceLock::new();
     FLAG.get_or_init(|| {
         let flag: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));

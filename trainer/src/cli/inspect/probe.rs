@@ -1,7 +1,6 @@
 //! `scion probe`: which backbone's representation suits your data.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -99,7 +98,7 @@ pub fn run_probe(args: ProbeArgs) -> Result<i32> {
             args.folds,
             &config,
             &device,
-            &AtomicBool::new(false),
+            super::interrupted(),
         )
         .with_context(|| format!("probing {}", backbone.display()))?;
         eprintln!(
