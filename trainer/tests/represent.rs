@@ -38,6 +38,18 @@ fn fmnist(out: &Path, per_class: Option<usize>, first: Option<usize>) {
     cmd.assert().success();
 }
 
+/// An untrained small CNN (another model than Lite0) imported into `dir`.
+fn small_cnn(dir: &Path) -> PathBuf {
+    let out = dir.join("small-cnn.onnx");
+    Command::cargo_bin("scion-edge")
+        .expect("binary built")
+        .args(["import", "small-cnn", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    out
+}
+
 /// Open a PNG and check it is a real picture: the size, many colours, real contrast.
 fn check_png(path: &Path, min_w: u32, min_h: u32) -> image::RgbImage {
     let img = image::open(path)
@@ -183,13 +195,7 @@ fn fashion_mnist_neighbours_shards_and_projection() {
     check_png(&sheet, 7 * 112, 112);
 
     // An index of another model's features is refused, naming both.
-    let other = dir.path().join("small-cnn.onnx");
-    Command::cargo_bin("scion-edge")
-        .expect("binary built")
-        .args(["import", "small-cnn", "--out"])
-        .arg(&other)
-        .assert()
-        .success();
+    let other = small_cnn(dir.path());
     scion()
         .args(["similar", "--index"])
         .arg(&full)
@@ -446,13 +452,7 @@ fn probe_ranks_pretrained_features_above_an_untrained_network() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     fmnist(&data, Some(20), None);
-    let scratch = dir.path().join("small-cnn.onnx");
-    Command::cargo_bin("scion-edge")
-        .expect("binary built")
-        .args(["import", "small-cnn", "--out"])
-        .arg(&scratch)
-        .assert()
-        .success();
+    let scratch = small_cnn(dir.path());
     let out = dir.path().join("probe");
     scion()
         .arg("probe")

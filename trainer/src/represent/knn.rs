@@ -83,8 +83,7 @@ impl Index {
     /// Every row's `k` nearest other rows (leave-one-out: a row is never its own
     /// neighbour, but an identical copy of it is).
     pub fn leave_one_out(&self, k: usize) -> Vec<Vec<Neighbour>> {
-        let queries = self.data.clone();
-        self.search_skipping(&queries, k, |q, x| q == x)
+        self.search_skipping(&self.data, k, |q, x| q == x)
     }
 
     /// [`Index::search`], leaving out index rows `x` where `skip(query, x)`.
@@ -98,10 +97,15 @@ impl Index {
             queries.len().is_multiple_of(self.dim),
             "queries must be m x dim"
         );
-        let mut queries = queries.to_vec();
-        if self.metric == Metric::Cosine {
-            queries.chunks_exact_mut(self.dim).for_each(normalise);
-        }
+        // Only cosine needs a (normalised) copy of the queries.
+        let queries: std::borrow::Cow<[f32]> = match self.metric {
+            Metric::Euclidean => queries.into(),
+            Metric::Cosine => {
+                let mut owned = queries.to_vec();
+                owned.chunks_exact_mut(self.dim).for_each(normalise);
+                owned.into()
+            }
+        };
         let m = queries.len() / self.dim;
         let k = k.min(self.len());
         if m == 0 || k == 0 {

@@ -51,7 +51,7 @@ pub fn run_similar(args: SimilarArgs) -> Result<i32> {
     if args.k == 0 {
         bail!("-k must be at least 1");
     }
-    let (index_embeddings, mut extractor) = args.index.open()?;
+    let (mut index_embeddings, mut extractor) = args.index.open()?;
     if index_embeddings.items.is_empty() {
         bail!("--index {}: no usable images", args.index.index.display());
     }
@@ -71,8 +71,9 @@ pub fn run_similar(args: SimilarArgs) -> Result<i32> {
     }
     let (queries, skipped) = embed_items(&mut extractor, items, "queries", None)?;
     warn_skipped(&skipped);
+    // The index takes the vectors (no second copy); the items stay for the answers.
     let index = Index::new(
-        index_embeddings.data.clone(),
+        std::mem::take(&mut index_embeddings.data),
         index_embeddings.dim,
         args.metric,
     );
