@@ -6,6 +6,7 @@ pub mod augment;
 pub mod classifier;
 pub mod classify;
 pub mod engine;
+pub mod import;
 pub mod logging;
 pub mod model;
 pub mod pipeline;

@@ -18,8 +18,9 @@ pub enum ModelError {
     Format(#[from] scion_onnx::Error),
     /// The model has no card and no contract was given by flags.
     #[error(
-        "{0}: the model has no scion card; give its contract with --labels, --input-size, \
-         --resize-shorter, --mean, --std (see --help)"
+        "{0}: the model has no scion card; run `scion-edge import onnx {0} --out MODEL.onnx` \
+         to attach one (or, where the command takes them, give its contract with --labels, \
+         --input-size, --resize-shorter, --mean, --std)"
     )]
     NoCard(PathBuf),
     /// The card (or flags) do not match the graph.

@@ -9,13 +9,18 @@
 /// committed so that nobody needs `protoc` to build scion.
 pub mod pb;
 
+pub mod blocks;
 pub mod builder;
 pub mod card;
 mod error;
+pub mod features;
 pub mod graph;
 pub mod import;
+pub mod infer;
 pub mod io;
+pub mod normalize;
 pub mod patch;
+pub mod zoo;
 
 pub use card::ModelCard;
 pub use error::{Error, ErrorKind, Result};

@@ -22,12 +22,34 @@ pub enum Patch {
         tensor: String,
         /// Name of the pooled output.
         output: String,
+        /// Keep the existing outputs and add the pooled one after them (an imported
+        /// model's feature output), instead of making it the only output.
+        keep_outputs: bool,
     },
     /// Expose an intermediate tensor as an extra graph output.
     AddOutput {
         /// The tensor to expose.
         tensor: String,
     },
+    /// Initializers also listed as graph inputs (IR 3 exports) become plain constants.
+    InitializersAsConstants,
+    /// Give the image input this shape (batch first, as 1), for symbolic heights/widths.
+    FixInputShape {
+        /// The full shape, e.g. `[1, 3, 224, 224]`.
+        dims: Vec<i64>,
+    },
+    /// Replace nodes computable before any image is seen by initializers; Reshape
+    /// targets computed from the batch size become `[0, …]`.
+    FoldConstants,
+    /// Remove Dropout and Identity, which do nothing at inference.
+    RemoveInferenceNoOps,
+    /// Drop nodes, initializers and inputs that no output needs.
+    PruneUnused,
+    /// Rewrite fixed `[1, …]` Reshape targets of batch-1 exports to `[0, …]`; an error
+    /// where the batch cannot be proven.
+    BatchAgnosticReshapes,
+    /// Write the graph outputs' inferred shapes (batch symbolic).
+    TypedOutputs,
     /// Make the first dimension of every input and output symbolic, so any batch size runs.
     DynamicBatch {
         /// Name of the symbolic dimension, e.g. `batch`.
@@ -79,19 +101,29 @@ pub struct Dense {
 impl Patch {
     /// Apply this patch to `model`. On error the model is left unchanged.
     pub fn apply(&self, model: &mut ModelProto) -> Result<()> {
-        let graph = model
-            .graph
-            .as_mut()
-            .ok_or_else(|| Error::Graph("the model has no graph".into()))?;
-        let mut edited = graph.clone();
-        match self {
-            Patch::CutAt { outputs } => cut_at(&mut edited, outputs)?,
-            Patch::AddOutput { tensor } => add_output(&mut edited, tensor)?,
-            Patch::PoolSpatial { tensor, output } => pool_spatial(&mut edited, tensor, output)?,
-            Patch::DynamicBatch { symbol } => dynamic_batch(&mut edited, symbol),
+        self.apply_with_report(model).map(|_| ())
+    }
+
+    /// Apply this patch, and say what it changed (`None`: nothing worth saying).
+    pub fn apply_with_report(&self, model: &mut ModelProto) -> Result<Option<String>> {
+        use crate::normalize as n;
+        if model.graph.is_none() {
+            return Err(Error::Graph("the model has no graph".into()));
+        }
+        let mut edited_model = model.clone();
+        let edited = edited_model.graph.as_mut().expect("checked");
+        let report = match self {
+            Patch::CutAt { outputs } => cut_at(edited, outputs).map(|_| None)?,
+            Patch::AddOutput { tensor } => add_output(edited, tensor).map(|_| None)?,
+            Patch::PoolSpatial {
+                tensor,
+                output,
+                keep_outputs,
+            } => pool_spatial(edited, tensor, output, *keep_outputs).map(|_| None)?,
+            Patch::DynamicBatch { symbol } => dynamic_batch(edited, symbol),
             Patch::RenameInput { from, to } => {
                 require(edited.input.iter().any(|i| &i.name == from), "input", from)?;
-                rename_tensor(&mut edited, from, to)?
+                rename_tensor(edited, from, to).map(|_| None)?
             }
             Patch::RenameOutput { from, to } => {
                 require(
@@ -99,14 +131,23 @@ impl Patch {
                     "output",
                     from,
                 )?;
-                rename_tensor(&mut edited, from, to)?
+                rename_tensor(edited, from, to).map(|_| None)?
             }
-            Patch::GraftHead { features, layers } => graft_head(&mut edited, features, layers)?,
-            Patch::SetInitializers { values } => set_initializers(&mut edited, values)?,
-        }
-        graph::topological_order(&edited)?;
-        *graph = edited;
-        Ok(())
+            Patch::GraftHead { features, layers } => {
+                graft_head(edited, features, layers).map(|_| None)?
+            }
+            Patch::SetInitializers { values } => set_initializers(edited, values).map(|_| None)?,
+            Patch::InitializersAsConstants => n::initializers_as_constants(&mut edited_model),
+            Patch::FixInputShape { dims } => n::fix_input_shape(edited, dims)?,
+            Patch::RemoveInferenceNoOps => n::remove_inference_no_ops(edited),
+            Patch::PruneUnused => n::prune_unused(edited),
+            Patch::FoldConstants => n::fold_constants(&mut edited_model)?,
+            Patch::BatchAgnosticReshapes => n::batch_agnostic_reshapes(&mut edited_model)?,
+            Patch::TypedOutputs => n::typed_outputs(&mut edited_model)?,
+        };
+        graph::topological_order(edited_model.graph.as_ref().expect("checked"))?;
+        *model = edited_model;
+        Ok(report)
     }
 }
 
@@ -313,7 +354,12 @@ fn graft_head(graph: &mut GraphProto, features: &str, layers: &[Dense]) -> Resul
     Ok(())
 }
 
-fn pool_spatial(graph: &mut GraphProto, tensor: &str, output: &str) -> Result<()> {
+fn pool_spatial(
+    graph: &mut GraphProto,
+    tensor: &str,
+    output: &str,
+    keep_outputs: bool,
+) -> Result<()> {
     use crate::builder::{attr_int, node};
     let exists = graph::producers(graph).contains_key(tensor)
         || graph::source_tensors(graph).contains(tensor);
@@ -333,7 +379,11 @@ fn pool_spatial(graph: &mut GraphProto, tensor: &str, output: &str) -> Result<()
         &[output],
         vec![attr_int("axis", 1)],
     ));
-    graph.output = vec![untyped_f32(output)];
+    if keep_outputs {
+        graph.output.push(untyped_f32(output));
+    } else {
+        graph.output = vec![untyped_f32(output)];
+    }
     Ok(())
 }
 
@@ -354,14 +404,18 @@ fn add_output(graph: &mut GraphProto, tensor: &str) -> Result<()> {
     Ok(())
 }
 
-fn dynamic_batch(graph: &mut GraphProto, symbol: &str) {
+fn dynamic_batch(graph: &mut GraphProto, symbol: &str) -> Option<String> {
     use tensor_shape_proto::dimension::Value;
     let initializers: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
-    let set_first_dim = |v: &mut ValueInfoProto| {
+    let mut fixed = 0;
+    let mut set_first_dim = |v: &mut ValueInfoProto| {
         if let Some(type_proto::Value::TensorType(t)) =
             v.r#type.as_mut().and_then(|t| t.value.as_mut())
             && let Some(first) = t.shape.as_mut().and_then(|s| s.dim.first_mut())
         {
+            if matches!(first.value, Some(Value::DimValue(_))) {
+                fixed += 1;
+            }
             first.value = Some(Value::DimParam(symbol.into()));
         }
     };
@@ -369,10 +423,12 @@ fn dynamic_batch(graph: &mut GraphProto, symbol: &str) {
         .input
         .iter_mut()
         .filter(|i| !initializers.contains(&i.name))
-        .for_each(set_first_dim);
-    graph.output.iter_mut().for_each(set_first_dim);
+        .for_each(&mut set_first_dim);
+    graph.output.iter_mut().for_each(&mut set_first_dim);
     // Intermediate shapes recorded with a fixed batch would contradict the new inputs.
     graph.value_info.clear();
+    (fixed > 0)
+        .then(|| format!("batch dimension made dynamic ('{symbol}') on {fixed} inputs/outputs"))
 }
 
 fn rename_tensor(graph: &mut GraphProto, from: &str, to: &str) -> Result<()> {

@@ -60,12 +60,21 @@ impl Backbone {
             path: path.clone(),
             message,
         };
-        let tensor = match feature_tensor {
-            Some(name) => name.to_string(),
-            None => {
-                scion_onnx::graph::find_feature_tensor(&graph)
-                    .map_err(|e| features_err(format!("{e}; pass one with {flag} NAME")))?
-                    .tensor
+        // The card's feature output (written by import), else the input of the last
+        // classifier layer found in the graph, pooled to channel means when spatial.
+        let card_features = model
+            .card
+            .tensors
+            .features
+            .clone()
+            .filter(|t| graph.output.iter().any(|o| &o.name == t));
+        let (tensor, pooled) = match (feature_tensor, card_features) {
+            (Some(name), _) => (name.to_string(), false),
+            (None, Some(name)) => (name, false),
+            (None, None) => {
+                let found = scion_onnx::features::find(&model.proto)
+                    .map_err(|e| features_err(format!("{e}; pass one with {flag} NAME")))?;
+                (found.tensor, found.pooled)
             }
         };
         let mut cut = model.proto.clone();
@@ -74,12 +83,16 @@ impl Backbone {
         }
         .apply(&mut cut)
         .map_err(|e| features_err(format!("{flag} {tensor}: {e}")))?;
-        Ok(Backbone {
+        let mut backbone = Backbone {
             sha256,
             feature_tensor: tensor,
             cut_bytes: scion_onnx::io::encode(&cut),
             model,
-        })
+        };
+        if pooled {
+            backbone.pool_spatial()?;
+        }
+        Ok(backbone)
     }
 
     /// Compute the channel means of the (spatial) feature tensor instead of the tensor
@@ -94,6 +107,7 @@ impl Backbone {
         Patch::PoolSpatial {
             tensor: self.feature_tensor.clone(),
             output: output.clone(),
+            keep_outputs: false,
         }
         .apply(&mut cut)
         .map_err(|e| BackboneError::Features {

@@ -27,7 +27,7 @@ pub enum TrunkInputs<'a> {
         /// The views.
         views: Vec<Vec<f32>>,
         /// `[channels, height, width]` of one example.
-        shape: [usize; 3],
+        shape: Vec<usize>,
     },
     /// Images, prepared per batch.
     Images {
@@ -59,12 +59,7 @@ impl TrunkInputs<'_> {
     }
 
     /// The inputs of `indices` for `epoch` (1-based), as one batch.
-    fn batch(
-        &self,
-        epoch: usize,
-        indices: &[usize],
-        device: &Device,
-    ) -> Result<Tensor<4>, FitError> {
+    fn batch(&self, epoch: usize, indices: &[usize], device: &Device) -> Result<Value, FitError> {
         match self {
             TrunkInputs::Cached { views, shape } => {
                 let len: usize = shape.iter().product();
@@ -73,11 +68,11 @@ impl TrunkInputs<'_> {
                 indices
                     .iter()
                     .for_each(|&i| xs.extend_from_slice(&view[i * len..(i + 1) * len]));
-                let [c, h, w] = *shape;
-                Ok(Tensor::from_data(
-                    TensorData::new(xs, [indices.len(), c, h, w]),
-                    device,
-                ))
+                let mut dims = vec![indices.len()];
+                dims.extend(shape.iter().copied());
+                let n = xs.len();
+                let flat = Tensor::<1>::from_data(TensorData::new(xs, [n]), device);
+                Value::from_flat(flat, &dims).map_err(|e| FitError::Step(e.to_string()))
             }
             TrunkInputs::Images {
                 loader,
@@ -118,10 +113,10 @@ impl TrunkInputs<'_> {
                         .try_for_each(|w| w.join().expect("a loader thread panicked"))
                 })?;
                 let shape = loader.contract().input_shape(indices.len());
-                Ok(Tensor::from_data(
+                Ok(Value::R4(Tensor::from_data(
                     TensorData::new(xs, [shape[0], shape[1], shape[2], shape[3]]),
                     device,
-                ))
+                )))
             }
         }
     }
@@ -223,7 +218,7 @@ impl<'a> FineTune<'a> {
     fn logits(
         &self,
         net: &TunedNet,
-        x: Tensor<4>,
+        x: Value,
         training: bool,
     ) -> Result<(Tensor<2>, Vec<(usize, Tensor<1>)>), FitError> {
         let forward = self
@@ -237,6 +232,7 @@ impl<'a> FineTune<'a> {
             .ok_or_else(|| FitError::Step(format!("no output '{}'", self.feature_tensor)))?;
         let features = match features {
             Value::R2(t) => t,
+            Value::R5(t) => t.flatten(1, 4),
             Value::R4(t) => t.flatten(1, 3),
             Value::R3(t) => t.flatten(1, 2),
             Value::R1(_) => {

@@ -51,7 +51,11 @@ fn shape_text(v: &scion_onnx::pb::ValueInfoProto) -> String {
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
-    let model = Model::load(&args.model, &args.contract.overrides())?;
+    let model = match Model::load(&args.model, &args.contract.overrides()) {
+        Ok(model) => model,
+        Err(scion_edge::model::ModelError::NoCard(_)) => return describe_cardless(&args),
+        Err(e) => return Err(e.into()),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&model.card)?);
         return Ok(());
@@ -110,6 +114,70 @@ pub fn run(args: InfoArgs) -> Result<()> {
             Err(e) => format!("unavailable: {e}"),
         };
         println!("engine:   {kind:<9} {status}");
+    }
+    Ok(())
+}
+
+/// A model without a card: what the graph is, what `import onnx` would find, and the
+/// command that attaches a card.
+fn describe_cardless(args: &InfoArgs) -> Result<()> {
+    use anyhow::Context;
+    let proto =
+        scion_onnx::io::load(&args.model).with_context(|| format!("{}", args.model.display()))?;
+    let g = proto.graph.as_ref().context("no graph")?;
+    println!("model:    {}", args.model.display());
+    println!(
+        "card:     none (run `scion-edge import onnx {} --out MODEL.onnx` to attach one)",
+        args.model.display()
+    );
+    println!(
+        "producer: {} {} (IR {}, opset {})",
+        proto.producer_name,
+        proto.producer_version,
+        proto.ir_version,
+        scion_onnx::infer::opset(&proto)
+    );
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    for i in g.input.iter().filter(|i| !inits.contains(i.name.as_str())) {
+        println!("input:    {} {}", i.name, shape_text(i));
+    }
+    for o in &g.output {
+        println!("output:   {} {}", o.name, shape_text(o));
+    }
+    let mut ops: std::collections::BTreeMap<&str, usize> = Default::default();
+    for n in &g.node {
+        *ops.entry(n.op_type.as_str()).or_default() += 1;
+    }
+    println!(
+        "nodes:    {} ({})",
+        g.node.len(),
+        ops.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let params: i64 = g
+        .initializer
+        .iter()
+        .map(|t| t.dims.iter().product::<i64>())
+        .sum();
+    println!("weights:  {:.2} M values", params as f64 / 1e6);
+    let mut normalised = proto.clone();
+    let found = scion_onnx::normalize::normalize(&mut normalised, None)
+        .and_then(|_| scion_onnx::features::find(&normalised));
+    match found {
+        Ok(f) => println!(
+            "features: '{}' {:?}{} (what import would use)",
+            f.tensor,
+            f.shape,
+            if f.pooled {
+                ", pooled to channel means"
+            } else {
+                ""
+            }
+        ),
+        Err(e) => println!("features: not found: {e}"),
     }
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Which backbone layers train: `--unfreeze last:N | from:TENSOR | all | none`. Blocks
-//! are found from the graph itself: nodes grouped by the module path their names carry
-//! (`blocks.3.…`, `/features/3/…`, `/layer4/layer4.1/…`), in topological order, counting
-//! only groups with a convolution or dense layer, up to the feature tensor.
+//! are found from the graph itself ([`scion_onnx::blocks`]): nodes grouped by the module
+//! path their names carry (`blocks.3.…`, `/features/3/…`, `/layer4/layer4.1/…`), or,
+//! for unnamed graphs, structural blocks (residual and branch units, conv-bn-relu runs,
+//! dense layers), counting only those with a convolution or dense layer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -57,84 +58,12 @@ impl fmt::Display for Unfreeze {
     }
 }
 
-/// A group of nodes that forms one block of the network.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Block {
-    /// The module path shared by the nodes' names.
-    pub name: String,
-    /// Node indices, in topological order.
-    pub nodes: Vec<usize>,
-    /// Float initializers the nodes read.
-    pub initializers: Vec<String>,
-}
+pub use scion_onnx::blocks::Block;
 
-/// The module path of a node name: the first component, plus the second when the second
-/// carries a number (`blocks.3`, `features/3`, `layer4/layer4.1`).
-fn module_path(name: &str) -> String {
-    // PyTorch's exporter writes `/a/b/Op`; scion's importer and others write `a.b.op`.
-    let separator = if name.contains('/') { '/' } else { '.' };
-    let parts: Vec<&str> = name.split(separator).filter(|p| !p.is_empty()).collect();
-    match parts.as_slice() {
-        [] => String::new(),
-        [first, second, ..] if second.chars().any(|c| c.is_ascii_digit()) => {
-            format!("{first}{separator}{second}")
-        }
-        [first, ..] => first.to_string(),
-    }
-}
-
-/// The blocks of `graph` up to (and including) the producer of `until`.
+/// The blocks of `graph` up to (and including) the producer of `until`: module paths
+/// where names carry them, otherwise structural blocks (see [`scion_onnx::blocks`]).
 pub fn blocks(graph: &GraphProto, until: &str) -> Result<Vec<Block>, NetError> {
-    let order = scion_onnx::graph::topological_order(graph)?;
-    let floats: HashSet<&str> = graph
-        .initializer
-        .iter()
-        .filter(|t| scion_onnx::builder::tensor_values_f32(t).is_some())
-        .map(|t| t.name.as_str())
-        .collect();
-    // Only what the feature tensor depends on.
-    let producers = scion_onnx::graph::producers(graph);
-    let mut needed = HashSet::new();
-    let mut stack = vec![until.to_string()];
-    if !producers.contains_key(until) {
-        return Err(NetError::Shape(format!("no node produces '{until}'")));
-    }
-    while let Some(t) = stack.pop() {
-        if let Some(&p) = producers.get(t.as_str())
-            && needed.insert(p)
-        {
-            stack.extend(graph.node[p].input.iter().cloned());
-        }
-    }
-    let mut out: Vec<Block> = Vec::new();
-    let mut index_of: HashMap<String, usize> = HashMap::new();
-    for n in order.into_iter().filter(|n| needed.contains(n)) {
-        let node = &graph.node[n];
-        let path = module_path(&node.name);
-        let b = *index_of.entry(path.clone()).or_insert_with(|| {
-            out.push(Block {
-                name: path,
-                nodes: Vec::new(),
-                initializers: Vec::new(),
-            });
-            out.len() - 1
-        });
-        out[b].nodes.push(n);
-        for (k, i) in node.input.iter().enumerate() {
-            if floats.contains(i.as_str())
-                && !super::ops::constant_input(&node.op_type, k)
-                && !out[b].initializers.contains(i)
-            {
-                out[b].initializers.push(i.clone());
-            }
-        }
-    }
-    let learns = |b: &Block| {
-        b.nodes
-            .iter()
-            .any(|&n| matches!(graph.node[n].op_type.as_str(), "Conv" | "Gemm" | "MatMul"))
-    };
-    Ok(out.into_iter().filter(learns).collect())
+    Ok(scion_onnx::blocks::blocks(graph, until)?)
 }
 
 /// The float initializers that train under `policy`, for a backbone read up to `until`.
@@ -179,7 +108,7 @@ pub fn trainable(
                         node.input
                             .iter()
                             .enumerate()
-                            .filter(|(k, _)| !super::ops::constant_input(&node.op_type, *k))
+                            .filter(|(k, _)| !scion_onnx::blocks::constant_input(&node.op_type, *k))
                             .map(|(_, i)| i.clone()),
                     );
                 }
@@ -231,7 +160,7 @@ pub fn boundary(
             let frozen = !i.is_empty()
                 && !initializers.contains(i.as_str())
                 && !trained_outputs.contains(i.as_str())
-                && !super::ops::constant_input(&graph.node[n].op_type, k);
+                && !scion_onnx::blocks::constant_input(&graph.node[n].op_type, k);
             if frozen && !frozen_inputs.contains(&i.as_str()) {
                 frozen_inputs.push(i);
             }
@@ -247,18 +176,6 @@ pub fn boundary(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn module_paths_of_common_exporters() {
-        assert_eq!(module_path("blocks.3.expand"), "blocks.3");
-        assert_eq!(module_path("/features/3/conv/0/Conv"), "features/3");
-        assert_eq!(
-            module_path("/layer4/layer4.1/conv1/Conv"),
-            "layer4/layer4.1"
-        );
-        assert_eq!(module_path("stem.conv"), "stem");
-        assert_eq!(module_path(""), "");
-    }
 
     #[test]
     fn policies_parse_and_print() {

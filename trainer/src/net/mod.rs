@@ -14,7 +14,7 @@ use burn::prelude::*;
 use scion_onnx::builder::tensor_values_f32;
 use scion_onnx::pb::{ModelProto, tensor_proto::DataType};
 
-pub use ops::Op;
+pub use ops::{AutoPad, Op, Window};
 pub use value::Value;
 
 /// The graph cannot be interpreted.
@@ -53,7 +53,7 @@ struct Step {
     op: Op,
     name: String,
     inputs: Vec<Source>,
-    output: usize,
+    outputs: Vec<usize>,
 }
 
 /// A parsed graph: what to compute, in order. The numbers live in [`GraphParams`].
@@ -124,6 +124,7 @@ impl Program {
         let constants = ops::Constants {
             ints: &ints,
             floats: &floats,
+            opset: scion_onnx::infer::opset(model),
         };
         let init_names: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         let inputs: Vec<&str> = graph
@@ -203,14 +204,25 @@ impl Program {
             {
                 bn_updates.push((steps.len(), mean, var, momentum));
             }
-            let output = slot_of.len();
-            let out_name = node.output.first().cloned().unwrap_or_default();
-            slot_of.insert(out_name, output);
+            let mut outputs = Vec::with_capacity(op.outputs());
+            for k in 0..op.outputs() {
+                let slot = slot_of.len();
+                let out_name = node.output.get(k).cloned().unwrap_or_default();
+                slot_of.insert(
+                    if out_name.is_empty() {
+                        format!("{}#{k}", node.name)
+                    } else {
+                        out_name
+                    },
+                    slot,
+                );
+                outputs.push(slot);
+            }
             steps.push(Step {
                 op,
-                name: node.name.clone(),
+                name: scion_onnx::infer::display_name(node).to_string(),
                 inputs: sources,
-                output,
+                outputs,
             });
         }
         let outputs = wanted
@@ -290,11 +302,12 @@ impl Program {
         &self.params
     }
 
-    /// Run the graph on `input` (`[batch, channels, height, width]`).
+    /// Run the graph on `input` (`[batch, channels, height, width]` images, or the
+    /// start tensor's shape).
     pub fn forward(
         &self,
         params: &GraphParams,
-        input: Tensor<4>,
+        input: impl Into<Value>,
         training: bool,
     ) -> Result<Forward, NetError> {
         let mut slots: Vec<Option<Value>> = vec![None; self.slots];
@@ -311,7 +324,7 @@ impl Program {
         for (_, s) in &self.outputs {
             reads[*s] += 1;
         }
-        slots[self.input] = Some(Value::R4(input));
+        slots[self.input] = Some(input.into());
         let mut running_stats = Vec::new();
         for (k, step) in self.steps.iter().enumerate() {
             let mut inputs = Vec::with_capacity(step.inputs.len());
@@ -335,7 +348,7 @@ impl Program {
                 });
             }
             let bn_training = self.bn_updates.iter().find(|u| u.0 == k);
-            let (value, stats) = step
+            let (values, stats) = step
                 .op
                 .apply(
                     inputs,
@@ -359,7 +372,9 @@ impl Program {
                     old_var.mul_scalar(momentum) + batch_var.detach().mul_scalar(1.0 - momentum),
                 ));
             }
-            slots[step.output] = Some(value);
+            for (&slot, value) in step.outputs.iter().zip(values) {
+                slots[slot] = Some(value);
+            }
         }
         let outputs = self
             .outputs

@@ -1,4 +1,4 @@
-//! Tensors of the ranks a CNN graph uses (1 to 4), behind one type, with numpy-style
+//! Tensors of the ranks a CNN graph uses (1 to 5: ShuffleNet's channel shuffle is 5-D), behind one type, with numpy-style
 //! broadcasting between ranks as ONNX specifies it.
 
 use burn::prelude::*;
@@ -16,23 +16,32 @@ pub enum Value {
     R3(Tensor<3>),
     /// Rank 4.
     R4(Tensor<4>),
+    /// Rank 5.
+    R5(Tensor<5>),
 }
 
 /// Apply a rank-generic expression to whichever rank `$v` has.
 macro_rules! each_rank {
     ($v:expr, $t:ident => $body:expr) => {
         match $v {
-            Value::R1($t) => Value::R1($body),
-            Value::R2($t) => Value::R2($body),
-            Value::R3($t) => Value::R3($body),
-            Value::R4($t) => Value::R4($body),
+            $crate::net::value::Value::R1($t) => $crate::net::value::Value::R1($body),
+            $crate::net::value::Value::R2($t) => $crate::net::value::Value::R2($body),
+            $crate::net::value::Value::R3($t) => $crate::net::value::Value::R3($body),
+            $crate::net::value::Value::R4($t) => $crate::net::value::Value::R4($body),
+            $crate::net::value::Value::R5($t) => $crate::net::value::Value::R5($body),
         }
     };
 }
 pub(crate) use each_rank;
 
+impl From<Tensor<4>> for Value {
+    fn from(t: Tensor<4>) -> Value {
+        Value::R4(t)
+    }
+}
+
 impl Value {
-    /// From flat values and a shape of rank 1 to 4 (rank 0 becomes `[1]`).
+    /// From flat values and a shape of rank 1 to 5 (rank 0 becomes `[1]`).
     pub fn from_flat(flat: Tensor<1>, shape: &[usize]) -> Result<Value, NetError> {
         Ok(match *shape {
             [] => Value::R1(flat),
@@ -40,6 +49,7 @@ impl Value {
             [a, b] => Value::R2(flat.reshape([a, b])),
             [a, b, c] => Value::R3(flat.reshape([a, b, c])),
             [a, b, c, d] => Value::R4(flat.reshape([a, b, c, d])),
+            [a, b, c, d, e] => Value::R5(flat.reshape([a, b, c, d, e])),
             _ => {
                 return Err(NetError::Unsupported(format!(
                     "a tensor of rank {} (shape {shape:?})",
@@ -56,6 +66,7 @@ impl Value {
             Value::R2(_) => 2,
             Value::R3(_) => 3,
             Value::R4(_) => 4,
+            Value::R5(_) => 5,
         }
     }
 
@@ -66,6 +77,7 @@ impl Value {
             Value::R2(t) => t.dims().to_vec(),
             Value::R3(t) => t.dims().to_vec(),
             Value::R4(t) => t.dims().to_vec(),
+            Value::R5(t) => t.dims().to_vec(),
         }
     }
 
@@ -77,10 +89,11 @@ impl Value {
             Value::R2(t) => t.reshape([n]),
             Value::R3(t) => t.reshape([n]),
             Value::R4(t) => t.reshape([n]),
+            Value::R5(t) => t.reshape([n]),
         }
     }
 
-    /// Reshape to `shape` (rank 1 to 4, same element count).
+    /// Reshape to `shape` (rank 1 to 5, same element count).
     pub fn reshape(self, shape: &[usize]) -> Result<Value, NetError> {
         Value::from_flat(self.flatten(), shape)
     }
@@ -125,7 +138,7 @@ impl Value {
         }
         let mut shape = vec![1; rank - self.rank()];
         shape.extend(self.dims());
-        self.reshape(&shape).expect("rank at most 4")
+        self.reshape(&shape).expect("rank at most 5")
     }
 
     /// An element-wise binary operation with broadcasting.
@@ -136,6 +149,7 @@ impl Value {
             (Value::R2(a), Value::R2(b)) => BinaryOperands::R2(a, b),
             (Value::R3(a), Value::R3(b)) => BinaryOperands::R3(a, b),
             (Value::R4(a), Value::R4(b)) => BinaryOperands::R4(a, b),
+            (Value::R5(a), Value::R5(b)) => BinaryOperands::R5(a, b),
             _ => unreachable!("both raised to the same rank"),
         }))
     }
@@ -151,16 +165,19 @@ pub enum BinaryOperands {
     R3(Tensor<3>, Tensor<3>),
     /// Rank 4.
     R4(Tensor<4>, Tensor<4>),
+    /// Rank 5.
+    R5(Tensor<5>, Tensor<5>),
 }
 
 /// Apply a rank-generic binary expression.
 macro_rules! each_pair {
     ($p:expr, $a:ident, $b:ident => $body:expr) => {
         match $p {
-            BinaryOperands::R1($a, $b) => Value::R1($body),
-            BinaryOperands::R2($a, $b) => Value::R2($body),
-            BinaryOperands::R3($a, $b) => Value::R3($body),
-            BinaryOperands::R4($a, $b) => Value::R4($body),
+            $crate::net::value::BinaryOperands::R1($a, $b) => $crate::net::value::Value::R1($body),
+            $crate::net::value::BinaryOperands::R2($a, $b) => $crate::net::value::Value::R2($body),
+            $crate::net::value::BinaryOperands::R3($a, $b) => $crate::net::value::Value::R3($body),
+            $crate::net::value::BinaryOperands::R4($a, $b) => $crate::net::value::Value::R4($body),
+            $crate::net::value::BinaryOperands::R5($a, $b) => $crate::net::value::Value::R5($body),
         }
     };
 }

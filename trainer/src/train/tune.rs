@@ -63,17 +63,17 @@ pub(super) fn fine_tune(
             val,
             shape,
         } => {
-            let shape: [usize; 3] = shape[..].try_into().map_err(|_| {
-                TrainError::Data(format!(
-                    "'{}' has shape {shape:?}; fine-tuning starts at a [channels, height, \
-                     width] tensor",
+            if shape.is_empty() || shape.len() > 4 {
+                return Err(TrainError::Data(format!(
+                    "'{}' has shape {shape:?}; fine-tuning starts at a tensor of 1 to 4 \
+                     dimensions per image",
                     start.tensor.unwrap_or_default()
-                ))
-            })?;
+                )));
+            }
             (
                 TrunkInputs::Cached {
                     views: train_views,
-                    shape,
+                    shape: shape.clone(),
                 },
                 TrunkInputs::Cached {
                     views: vec![val],
