@@ -285,8 +285,8 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
         bytes.clone()
     };
     scion_onnx::normalize::check_opset(&model).map_err(format)?;
-    Patch::InitializersAsConstants
-        .apply(&mut model)
+    let made_constant = Patch::InitializersAsConstants
+        .apply_with_report(&mut model)
         .map_err(format)?;
     let (input, shape) = image_input(&model, source)?;
     let layout = options.preset.layout();
@@ -320,7 +320,8 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
     } else {
         vec![1, 3, size, size]
     };
-    let mut changes = scion_onnx::normalize::normalize(&mut model, Some(dims)).map_err(format)?;
+    let mut changes: Vec<String> = made_constant.into_iter().collect();
+    changes.extend(scion_onnx::normalize::normalize(&mut model, Some(dims)).map_err(format)?);
     let graph = model.graph.as_ref().expect("normalised");
     let class_output = graph.output[0].name.clone();
 
