@@ -144,18 +144,10 @@ pub struct ImportOptions {
     pub labels: Labels,
     /// The feature tensor, instead of the one found.
     pub feature_tensor: Option<String>,
-    /// Square input size, required when the graph's is symbolic.
-    pub input_size: Option<u32>,
-    /// Contract fields that override the preset's.
-    pub resize_shorter: Option<u32>,
-    /// Mean per channel.
-    pub mean: Option<[f32; 3]>,
-    /// Std per channel.
-    pub std: Option<[f32; 3]>,
-    /// Multiplier of 0..255 values.
-    pub scale: Option<f32>,
-    /// Feed BGR.
-    pub bgr: bool,
+    /// Contract fields that override the preset's, as `info` and `classify` take them;
+    /// `input_size` is required where the graph's is symbolic (its `labels_file` is not
+    /// read: see `labels`).
+    pub contract: crate::ContractOverrides,
     /// The model's name in the card (default: the file stem).
     pub name: Option<String>,
     /// Engines for the check.
@@ -252,17 +244,12 @@ fn image_input(model: &ModelProto, path: &Path) -> Result<(String, Vec<Option<i6
 }
 
 fn read_labels(path: &Path) -> Result<Vec<String>, ImportError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| unusable(path, format!("--labels: cannot read: {e}")))?;
-    let labels: Vec<String> = text
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
-    if labels.is_empty() {
-        return Err(unusable(path, "--labels: the file is empty"));
-    }
-    Ok(labels)
+    crate::model::read_labels(path).map_err(|e| match e {
+        crate::model::ModelError::Contract { message, .. } => {
+            unusable(path, format!("--labels: {message}"))
+        }
+        other => unusable(path, format!("--labels: {other}")),
+    })
 }
 
 /// Import `source`: normalise, find features, attach a card, check on the engines. Returns
@@ -295,7 +282,7 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
     } else {
         (2, 3)
     };
-    let size = match (options.input_size, shape[h_axis], shape[w_axis]) {
+    let size = match (options.contract.input_size, shape[h_axis], shape[w_axis]) {
         (Some(s), _, _) => s as i64,
         (None, Some(h), Some(w)) if h == w => h,
         (None, Some(h), Some(w)) => {
@@ -413,21 +400,7 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
         ));
     }
     let mut preprocessing = options.preset.contract(size as u32);
-    if let Some(s) = options.resize_shorter {
-        preprocessing.resize = Resize::ShorterSide { size: s };
-    }
-    if let Some(m) = options.mean {
-        preprocessing.mean = m;
-    }
-    if let Some(s) = options.std {
-        preprocessing.std = s;
-    }
-    if let Some(s) = options.scale {
-        preprocessing.scale = s;
-    }
-    if options.bgr {
-        preprocessing.color = ColorOrder::Bgr;
-    }
+    options.contract.apply_to(&mut preprocessing);
     let name = options.name.clone().unwrap_or_else(|| {
         source
             .file_stem()
@@ -655,16 +628,7 @@ fn describe_training(
     let blocks = scion_onnx::blocks::blocks(graph, until)
         .map(|b| b.into_iter().map(|b| b.name).collect())
         .unwrap_or_default();
-    let producers = scion_onnx::graph::producers(graph);
-    let mut needed = std::collections::HashSet::new();
-    let mut stack = vec![until.to_string()];
-    while let Some(t) = stack.pop() {
-        if let Some(&p) = producers.get(t.as_str())
-            && needed.insert(p)
-        {
-            stack.extend(graph.node[p].input.iter().cloned());
-        }
-    }
+    let (needed, _) = scion_onnx::graph::needed_for(graph, [until]);
     let untrainable = scion_onnx::graph::topological_order(graph)
         .unwrap_or_default()
         .into_iter()

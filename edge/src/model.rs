@@ -143,7 +143,8 @@ impl Model {
     }
 }
 
-fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
+/// One label per non-empty line; an unreadable or empty file is an error naming it.
+pub(crate) fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::Contract {
         path: path.into(),
         message: format!("cannot read labels: {e}"),
@@ -162,26 +163,32 @@ fn read_labels(path: &Path) -> Result<Vec<String>, ModelError> {
     Ok(labels)
 }
 
+impl ContractOverrides {
+    /// Apply the preprocessing fields given (all but the labels) to a contract.
+    pub fn apply_to(&self, p: &mut Preprocessing) {
+        if let Some(size) = self.input_size {
+            p.crop = Some([size, size]);
+        }
+        if let Some(size) = self.resize_shorter {
+            p.resize = Resize::ShorterSide { size };
+        }
+        if let Some(m) = self.mean {
+            p.mean = m;
+        }
+        if let Some(s) = self.std {
+            p.std = s;
+        }
+        if let Some(s) = self.scale {
+            p.scale = s;
+        }
+        if self.bgr {
+            p.color = ColorOrder::Bgr;
+        }
+    }
+}
+
 fn apply_overrides(mut card: ModelCard, o: &ContractOverrides) -> Result<ModelCard, ModelError> {
-    let p = &mut card.preprocessing;
-    if let Some(size) = o.input_size {
-        p.crop = Some([size, size]);
-    }
-    if let Some(size) = o.resize_shorter {
-        p.resize = Resize::ShorterSide { size };
-    }
-    if let Some(m) = o.mean {
-        p.mean = m;
-    }
-    if let Some(s) = o.std {
-        p.std = s;
-    }
-    if let Some(s) = o.scale {
-        p.scale = s;
-    }
-    if o.bgr {
-        p.color = ColorOrder::Bgr;
-    }
+    o.apply_to(&mut card.preprocessing);
     if let Some(f) = &o.labels_file {
         card.labels = read_labels(f)?;
     }

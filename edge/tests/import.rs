@@ -29,12 +29,7 @@ fn options(preset: Preset) -> ImportOptions {
         preset,
         labels: Labels::Default,
         feature_tensor: None,
-        input_size: None,
-        resize_shorter: None,
-        mean: None,
-        std: None,
-        scale: None,
-        bgr: false,
+        contract: Default::default(),
         name: None,
         engine: EngineOptions {
             threads: 1,

@@ -121,15 +121,7 @@ pub fn blocks(graph: &GraphProto, until: &str) -> Result<Vec<Block>> {
     if !producers.contains_key(until) {
         return Err(Error::Graph(format!("no node produces '{until}'")));
     }
-    let mut needed = HashSet::new();
-    let mut stack = vec![until.to_string()];
-    while let Some(t) = stack.pop() {
-        if let Some(&p) = producers.get(t.as_str())
-            && needed.insert(p)
-        {
-            stack.extend(graph.node[p].input.iter().cloned());
-        }
-    }
+    let (needed, _) = graph::needed_for(graph, [until]);
     let activations = infer::activations(graph)?;
     let nodes: Vec<usize> = order
         .into_iter()

@@ -83,6 +83,35 @@ pub fn similar_tensors(graph: &GraphProto, wanted: &str, limit: usize) -> Vec<St
     found
 }
 
+/// What computing `outputs` needs: the indices of the nodes, and every tensor they read
+/// or write on the way (the outputs included).
+pub fn needed_for<'a>(
+    graph: &GraphProto,
+    outputs: impl IntoIterator<Item = &'a str>,
+) -> (HashSet<usize>, HashSet<String>) {
+    let producer = producers(graph);
+    let mut nodes = HashSet::new();
+    let mut tensors: HashSet<String> = HashSet::new();
+    let mut stack: Vec<String> = outputs.into_iter().map(str::to_string).collect();
+    while let Some(t) = stack.pop() {
+        if !tensors.insert(t.clone()) {
+            continue;
+        }
+        if let Some(&p) = producer.get(t.as_str())
+            && nodes.insert(p)
+        {
+            stack.extend(
+                graph.node[p]
+                    .input
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned(),
+            );
+        }
+    }
+    (nodes, tensors)
+}
+
 /// Indices of the nodes that read `tensor`.
 pub fn consumers(graph: &GraphProto, tensor: &str) -> Vec<usize> {
     graph

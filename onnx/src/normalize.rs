@@ -201,26 +201,8 @@ pub(crate) fn remove_inference_no_ops(graph: &mut GraphProto) -> Option<String> 
 
 /// Drop nodes, initializers, inputs and value infos that no graph output needs.
 pub(crate) fn prune_unused(graph: &mut GraphProto) -> Option<String> {
-    let producers = graph::producers(graph);
-    let mut needed_nodes = HashSet::new();
-    let mut needed: HashSet<String> = HashSet::new();
-    let mut stack: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
-    while let Some(t) = stack.pop() {
-        if !needed.insert(t.clone()) {
-            continue;
-        }
-        if let Some(&p) = producers.get(t.as_str())
-            && needed_nodes.insert(p)
-        {
-            stack.extend(
-                graph.node[p]
-                    .input
-                    .iter()
-                    .filter(|s| !s.is_empty())
-                    .cloned(),
-            );
-        }
-    }
+    let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    let (needed_nodes, needed) = graph::needed_for(graph, outputs.iter().map(String::as_str));
     let (nodes, inits) = (graph.node.len(), graph.initializer.len());
     let mut index = 0;
     graph.node.retain(|_| {

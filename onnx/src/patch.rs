@@ -217,9 +217,6 @@ fn cut_at(graph: &mut GraphProto, outputs: &[String]) -> Result<()> {
     }
     let producer = graph::producers(graph);
     let sources = graph::source_tensors(graph);
-    let mut needed_nodes = HashSet::new();
-    let mut needed_tensors: HashSet<String> = HashSet::new();
-    let mut stack: Vec<String> = Vec::new();
     for o in outputs {
         if !producer.contains_key(o.as_str()) && !sources.contains(o.as_str()) {
             return Err(Error::Graph(format!(
@@ -227,24 +224,9 @@ fn cut_at(graph: &mut GraphProto, outputs: &[String]) -> Result<()> {
                 graph::similar_tensors(graph, o, 12).join(", ")
             )));
         }
-        stack.push(o.clone());
     }
-    while let Some(t) = stack.pop() {
-        if !needed_tensors.insert(t.clone()) {
-            continue;
-        }
-        if let Some(&p) = producer.get(t.as_str())
-            && needed_nodes.insert(p)
-        {
-            stack.extend(
-                graph.node[p]
-                    .input
-                    .iter()
-                    .filter(|s| !s.is_empty())
-                    .cloned(),
-            );
-        }
-    }
+    let (needed_nodes, needed_tensors) =
+        graph::needed_for(graph, outputs.iter().map(String::as_str));
     let new_outputs: Vec<ValueInfoProto> = outputs
         .iter()
         .map(|o| known_value_info(graph, o).unwrap_or_else(|| untyped_f32(o)))

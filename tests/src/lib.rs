@@ -68,3 +68,29 @@ pub fn run_ok(name: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     );
     output
 }
+
+/// Fashion-MNIST as image folders under `dir`: `train/<class>/` with `per_class` images of
+/// each class from the official training set, `val/<class>/` with the first `val` images
+/// of the official test set (Debian's `dataset-fashion-mnist`, which set-up installs).
+pub fn fashion_mnist(dir: &Path, per_class: usize, val: usize) {
+    for (set, flag, n, split) in [
+        ("train", "--per-class", per_class, "train"),
+        ("test", "--first", val, "val"),
+    ] {
+        run_ok(
+            "scion",
+            &[
+                &"data",
+                &"import-idx",
+                &"--preset",
+                &"fashion-mnist",
+                &"--set",
+                &set,
+                &flag,
+                &n.to_string(),
+                &"--out",
+                &dir.join(split),
+            ],
+        );
+    }
+}

@@ -11,26 +11,21 @@ use scion_onnx::zoo::{self, Arch, Style};
 use scion_tests::run_ok;
 
 fn fashion_mnist(dir: &Path) {
-    for (set, extra, out) in [
-        ("train", ["--per-class", "4"], "train"),
-        ("test", ["--first", "40"], "val"),
-    ] {
-        run_ok(
-            "scion",
-            &[
-                &"data",
-                &"import-idx",
-                &"--preset",
-                &"fashion-mnist",
-                &"--set",
-                &set,
-                &extra[0],
-                &extra[1],
-                &"--out",
-                &dir.join(out),
-            ],
-        );
-    }
+    scion_tests::fashion_mnist(dir, 4, 40);
+}
+
+/// Write `arch` in `style` (64 px, quarter width, 10 classes) as a card-less ONNX file.
+fn write_source(dir: &Path, arch: Arch, style: Style, seed: u64) -> std::path::PathBuf {
+    let options = zoo::Options {
+        input_size: 64,
+        width: 0.25,
+        classes: 10,
+        seed,
+    };
+    let source = dir.join(format!("{}-{style:?}.src.onnx", arch.name()));
+    scion_onnx::io::save(&zoo::build(arch, style, &options).expect("build"), &source)
+        .expect("save");
+    source
 }
 
 fn stdout(o: &std::process::Output) -> String {
@@ -43,18 +38,10 @@ fn every_architecture_imports_trains_a_head_and_fine_tunes() {
     let data = dir.path().join("data");
     fashion_mnist(&data);
     let cache = dir.path().join("cache");
-    let options = zoo::Options {
-        input_size: 64,
-        width: 0.25,
-        classes: 10,
-        seed: 11,
-    };
     for arch in Arch::ALL {
         for (style, preset) in [(Style::Torch, "torchvision"), (Style::Caffe2, "caffe")] {
             let name = format!("{}-{style:?}", arch.name());
-            let source = dir.path().join(format!("{name}.src.onnx"));
-            scion_onnx::io::save(&zoo::build(arch, style, &options).expect("build"), &source)
-                .expect("save");
+            let source = write_source(dir.path(), arch, style, 11);
             let backbone = dir.path().join(format!("{name}.onnx"));
             let imported = run_ok(
                 "scion-edge",
@@ -116,18 +103,7 @@ fn alexnet_fc7_neighbours_by_tensor_name() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
     fashion_mnist(&data);
-    let options = zoo::Options {
-        input_size: 64,
-        width: 0.25,
-        classes: 10,
-        seed: 1,
-    };
-    let source = dir.path().join("alexnet.src.onnx");
-    scion_onnx::io::save(
-        &zoo::build(Arch::AlexNet, Style::Caffe2, &options).expect("build"),
-        &source,
-    )
-    .expect("save");
+    let source = write_source(dir.path(), Arch::AlexNet, Style::Caffe2, 1);
     let model = dir.path().join("alexnet.onnx");
     run_ok(
         "scion-edge",
@@ -188,4 +164,76 @@ fn alexnet_fc7_neighbours_by_tensor_name() {
     let neighbours = found[0]["neighbours"].as_array().expect("neighbours");
     assert_eq!(neighbours.len(), 3);
     assert!(neighbours.iter().all(|n| n["distance"].as_f64().is_some()));
+}
+
+#[test]
+fn an_op_the_interpreter_lacks_still_trains_a_head_and_names_itself_for_unfreeze() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    fashion_mnist(&data);
+    let mut model = scion_onnx::io::load(write_source(dir.path(), Arch::ResNet18, Style::Torch, 2))
+        .expect("load");
+    let g = model.graph.as_mut().expect("graph");
+    let last_relu = g
+        .node
+        .iter()
+        .rposition(|n| n.op_type == "Relu")
+        .expect("a relu");
+    g.node[last_relu].op_type = "Softplus".into();
+    let node_name = g.node[last_relu].name.clone();
+    let source = dir.path().join("resnet18-softplus.src.onnx");
+    scion_onnx::io::save(&model, &source).expect("save");
+    let backbone = dir.path().join("resnet18-softplus.onnx");
+    let imported = run_ok(
+        "scion-edge",
+        &[&"import", &"onnx", &source, &"--out", &backbone],
+    );
+    let said = stdout(&imported);
+    assert!(
+        said.contains("head only") && said.contains("Softplus"),
+        "{said}"
+    );
+    let cache = dir.path().join("cache");
+    let head = dir.path().join("head.onnx");
+    run_ok(
+        "scion",
+        &[
+            &"train",
+            &"--backbone",
+            &backbone,
+            &"--data",
+            &data,
+            &"--out",
+            &head,
+            &"--epochs",
+            &"1",
+            &"--cache",
+            &cache,
+        ],
+    );
+    let refused = std::process::Command::new(scion_tests::binary("scion"))
+        .args([
+            "train",
+            "--unfreeze",
+            "last:1",
+            "--epochs",
+            "1",
+            "--backbone",
+        ])
+        .arg(&backbone)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("ft.onnx"))
+        .arg("--cache")
+        .arg(&cache)
+        .env("ORT_DYLIB_PATH", scion_tests::ort_lib())
+        .output()
+        .expect("run scion");
+    assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
+    let text = stdout(&refused);
+    assert!(
+        text.contains("Softplus") && text.contains(&node_name),
+        "{text}"
+    );
 }

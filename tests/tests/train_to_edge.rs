@@ -9,8 +9,8 @@ use scion_tests::{asset, run_ok};
 
 /// 30 training images per class and the first 300 test images: small enough for CI, big
 /// enough that the floor means something (the full 100-per-class target is in the bench).
-const PER_CLASS: &str = "30";
-const VAL_IMAGES: &str = "300";
+const PER_CLASS: usize = 30;
+const VAL_IMAGES: usize = 300;
 /// Frozen Lite0 + linear head scores 84.3% on this subset here (training is deterministic
 /// for a seed); chance is 10%.
 const TOP1_FLOOR: f64 = 0.80;
@@ -66,26 +66,7 @@ fn train_on_fashion_mnist_then_classify_on_the_edge_with_both_engines() {
     );
 
     let data = w.join("fmnist");
-    for (set, flag, n, split) in [
-        ("train", "--per-class", PER_CLASS, "train"),
-        ("test", "--first", VAL_IMAGES, "val"),
-    ] {
-        run_ok(
-            "scion",
-            &[
-                &"data",
-                &"import-idx",
-                &"--preset",
-                &"fashion-mnist",
-                &"--set",
-                &set,
-                &flag,
-                &n,
-                &"--out",
-                &data.join(split),
-            ],
-        );
-    }
+    scion_tests::fashion_mnist(&data, PER_CLASS, VAL_IMAGES);
 
     let model = w.join("fmnist.onnx");
     let train = run_ok(

@@ -182,6 +182,17 @@ fn check(family: &str, model: &ModelProto, trainable: &[&str], shape: [usize; 4]
     }
 }
 
+/// `c = Conv(input, w)` with a 1x1 kernel: the trainable layer in front of the ops tested.
+fn pointwise_conv() -> NodeProto {
+    node(
+        "Conv",
+        "conv",
+        &["input", "w"],
+        &["c"],
+        vec![attr_ints("kernel_shape", &[1, 1])],
+    )
+}
+
 fn attr_str(name: &str, v: &str) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -235,10 +246,21 @@ fn convolution_and_pooling() {
                 "Conv",
                 "valid",
                 &["p2", "w2"],
-                &["c2"],
+                &["c2v"],
                 vec![
                     attr_ints("kernel_shape", &[2, 2]),
                     attr_str("auto_pad", "VALID"),
+                ],
+            ),
+            node(
+                "Conv",
+                "lower",
+                &["c2v", "w3"],
+                &["c2"],
+                vec![
+                    attr_ints("kernel_shape", &[2, 2]),
+                    attr_ints("strides", &[2, 2]),
+                    attr_str("auto_pad", "SAME_LOWER"),
                 ],
             ),
             node("GlobalMaxPool", "gmp", &["p1"], &["g1"], vec![]),
@@ -262,10 +284,11 @@ fn convolution_and_pooling() {
             tensor_f32("w1", &[4, 3, 3, 3], values(108, 1)),
             tensor_f32("b1", &[4], values(4, 2)),
             tensor_f32("w2", &[5, 4, 2, 2], values(80, 3)),
+            tensor_f32("w3", &[5, 5, 2, 2], values(100, 13)),
         ],
         [2, 3, 9, 9],
     );
-    check("conv/pool", &m, &["w1", "b1", "w2"], [2, 3, 9, 9]);
+    check("conv/pool", &m, &["w1", "b1", "w2", "w3"], [2, 3, 9, 9]);
 }
 
 #[test]
@@ -289,6 +312,10 @@ fn normalisation_in_each_opset_form() {
     for (opset, bn_attrs) in [
         (7, vec![attr_int("spatial", 1), attr_float("epsilon", 1e-3)]),
         (9, vec![attr_float("epsilon", 1e-3)]),
+        (
+            14,
+            vec![attr_int("training_mode", 0), attr_float("momentum", 0.8)],
+        ),
         (15, vec![attr_int("training_mode", 0)]),
     ] {
         let mut inits = vec![tensor_f32("w", &[6, 3, 3, 3], values(162, 8))];
@@ -348,13 +375,7 @@ fn element_wise_activations_and_arithmetic() {
     let m = model(
         14,
         vec![
-            node(
-                "Conv",
-                "conv",
-                &["input", "w"],
-                &["c"],
-                vec![attr_ints("kernel_shape", &[1, 1])],
-            ),
+            pointwise_conv(),
             node(
                 "LeakyRelu",
                 "leaky",
@@ -403,6 +424,28 @@ fn element_wise_activations_and_arithmetic() {
         [2, 3, 3, 3],
     );
     check("element-wise", &m, &["w", "slope"], [2, 3, 3, 3]);
+    // Clip's bounds as attributes (before opset 11).
+    let m = model(
+        9,
+        vec![
+            pointwise_conv(),
+            node(
+                "Clip",
+                "relu6",
+                &["c"],
+                &["r"],
+                vec![attr_float("min", -0.3), attr_float("max", 0.6)],
+            ),
+            node("Flatten", "flat", &["r"], &["out"], vec![]),
+        ],
+        vec![tensor_f32(
+            "w",
+            &[4, 3, 1, 1],
+            values(12, 14).iter().map(|v| v * 3.0).collect(),
+        )],
+        [2, 3, 3, 3],
+    );
+    check("clip (opset 9)", &m, &["w"], [2, 3, 3, 3]);
 }
 
 #[test]
@@ -410,13 +453,7 @@ fn shapes_splits_slices_and_the_rank_five_shuffle() {
     let m = model(
         13,
         vec![
-            node(
-                "Conv",
-                "conv",
-                &["input", "w"],
-                &["c"],
-                vec![attr_ints("kernel_shape", &[1, 1])],
-            ),
+            pointwise_conv(),
             node(
                 "Split",
                 "split",
@@ -493,13 +530,7 @@ fn shapes_splits_slices_and_the_rank_five_shuffle() {
     let m = model(
         11,
         vec![
-            node(
-                "Conv",
-                "conv",
-                &["input", "w"],
-                &["c"],
-                vec![attr_ints("kernel_shape", &[1, 1])],
-            ),
+            pointwise_conv(),
             node(
                 "Softmax",
                 "softmax",

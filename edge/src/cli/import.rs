@@ -175,12 +175,15 @@ fn run_onnx(args: &ImportArgs) -> Result<()> {
         preset: o.preset,
         labels,
         feature_tensor: o.feature_tensor.clone(),
-        input_size: args.input_size,
-        resize_shorter: o.resize_shorter,
-        mean: o.mean,
-        std: o.std,
-        scale: o.scale,
-        bgr: o.bgr,
+        contract: scion_edge::ContractOverrides {
+            labels_file: None,
+            input_size: args.input_size,
+            resize_shorter: o.resize_shorter,
+            mean: o.mean,
+            std: o.std,
+            scale: o.scale,
+            bgr: o.bgr,
+        },
         name: o.model_name.clone(),
         engine: scion_edge::engine::EngineOptions {
             threads: 0,
@@ -221,18 +224,10 @@ fn run_onnx(args: &ImportArgs) -> Result<()> {
             .map(|c| format!(" (read by classifier '{c}')"))
             .unwrap_or_default()
     );
-    let n = report.blocks.len();
-    let tail: Vec<&str> = report
-        .blocks
-        .iter()
-        .rev()
-        .take(3)
-        .rev()
-        .map(String::as_str)
-        .collect();
     println!(
-        "  blocks:    {n} for --unfreeze last:N (last: {})",
-        tail.join(", ")
+        "  blocks:    {} for --unfreeze last:N, first to last: {}",
+        report.blocks.len(),
+        report.blocks.join(", ")
     );
     match &report.untrainable {
         None => {

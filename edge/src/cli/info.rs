@@ -85,14 +85,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
     println!("tensors:  {}", serde_json::to_string(&card.tensors)?);
     println!("provenance: {}", serde_json::to_string(&card.provenance)?);
     if let Some(g) = &model.proto.graph {
-        let inits: std::collections::HashSet<&str> =
-            g.initializer.iter().map(|t| t.name.as_str()).collect();
-        for i in g.input.iter().filter(|i| !inits.contains(i.name.as_str())) {
-            println!("input:    {} {}", i.name, shape_text(i));
-        }
-        for o in &g.output {
-            println!("output:   {} {}", o.name, shape_text(o));
-        }
+        print_interface(g);
         println!(
             "nodes:    {}, opset {:?}",
             g.node.len(),
@@ -137,14 +130,7 @@ fn describe_cardless(args: &InfoArgs) -> Result<()> {
         proto.ir_version,
         scion_onnx::infer::opset(&proto)
     );
-    let inits: std::collections::HashSet<&str> =
-        g.initializer.iter().map(|t| t.name.as_str()).collect();
-    for i in g.input.iter().filter(|i| !inits.contains(i.name.as_str())) {
-        println!("input:    {} {}", i.name, shape_text(i));
-    }
-    for o in &g.output {
-        println!("output:   {} {}", o.name, shape_text(o));
-    }
+    print_interface(g);
     let mut ops: std::collections::BTreeMap<&str, usize> = Default::default();
     for n in &g.node {
         *ops.entry(n.op_type.as_str()).or_default() += 1;
@@ -180,4 +166,16 @@ fn describe_cardless(args: &InfoArgs) -> Result<()> {
         Err(e) => println!("features: not found: {e}"),
     }
     Ok(())
+}
+
+/// The graph's image inputs (not initializers) and outputs, with their shapes.
+fn print_interface(g: &scion_onnx::pb::GraphProto) {
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    for i in g.input.iter().filter(|i| !inits.contains(i.name.as_str())) {
+        println!("input:    {} {}", i.name, shape_text(i));
+    }
+    for o in &g.output {
+        println!("output:   {} {}", o.name, shape_text(o));
+    }
 }
