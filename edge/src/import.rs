@@ -282,6 +282,21 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
     } else {
         (2, 3)
     };
+    let channel_axis = if layout == Layout::Nhwc { 3 } else { 1 };
+    if let Some(c) = shape[channel_axis].filter(|&c| c != 3) {
+        let hint = if layout == Layout::Nchw && shape[3] == Some(3) {
+            " (it looks NHWC: use --preset tf)"
+        } else {
+            ""
+        };
+        return Err(unusable(
+            source,
+            format!(
+                "input '{input}' has {c} channels where the {} preset feeds 3{hint}",
+                options.preset.name()
+            ),
+        ));
+    }
     let size = match (options.contract.input_size, shape[h_axis], shape[w_axis]) {
         (Some(s), _, _) => s as i64,
         (None, Some(h), Some(w)) if h == w => h,

@@ -263,3 +263,51 @@ fn bad_sources_are_refused_and_nothing_is_written() {
         .stderr(contains("candidates"));
     assert!(!out.exists(), "a refused import wrote {}", out.display());
 }
+
+/// A tf2onnx-style model: an NHWC input transposed to NCHW inside the graph.
+pub fn nhwc(dir: &Path) -> PathBuf {
+    use scion_onnx::builder::{self, attr_ints, node};
+    let source = write_zoo(dir, Arch::MobileNetV2, Style::Torch);
+    let mut model = scion_onnx::io::load(&source).expect("load");
+    let g = model.graph.as_mut().expect("graph");
+    for n in g.node.iter_mut() {
+        for i in n.input.iter_mut().filter(|i| *i == "input") {
+            *i = "input_nchw".into();
+        }
+    }
+    g.node.insert(
+        0,
+        node(
+            "Transpose",
+            "nhwc_to_nchw",
+            &["input"],
+            &["input_nchw"],
+            vec![attr_ints("perm", &[0, 3, 1, 2])],
+        ),
+    );
+    g.input = vec![builder::value_info_f32(
+        "input",
+        &[Err("unk__0"), Ok(64), Ok(64), Ok(3)],
+    )];
+    let path = dir.join("keras-like.onnx");
+    scion_onnx::io::save(&model, &path).expect("save");
+    path
+}
+
+#[test]
+fn an_nhwc_model_imports_with_the_tf_preset() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let source = nhwc(dir.path());
+    let report = import_onnx(&source, &options(Preset::Tf)).expect("import");
+    let p = &report.card.preprocessing;
+    assert_eq!(p.layout, scion_onnx::card::Layout::Nhwc);
+    assert_eq!(p.input_shape(1), vec![1, 64, 64, 3]);
+    assert_eq!((p.mean, p.std), ([0.5; 3], [0.5; 3]));
+    for c in &report.checks {
+        let d = c.max_diff.as_ref().expect("runs");
+        assert!(*d <= 1e-4, "{} batch {}: {d}", c.engine, c.batch);
+    }
+    // The torchvision preset reads the same file as NCHW, which its input is not.
+    let err = import_onnx(&source, &options(Preset::Torchvision)).expect_err("not NCHW");
+    assert!(err.to_string().contains("--preset tf"), "{err}");
+}

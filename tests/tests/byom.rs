@@ -94,6 +94,18 @@ fn every_architecture_imports_trains_a_head_and_fine_tunes() {
                     );
                 }
             }
+            // The FC7 tensor by name (the import records which one it found).
+            let card =
+                scion_onnx::ModelCard::from_model(&scion_onnx::io::load(&backbone).expect("load"))
+                    .expect("card")
+                    .expect("a card");
+            let training = card.provenance.training.expect("import record");
+            let fc7 = training["feature_tensor"].as_str().expect("feature tensor");
+            let neighbours =
+                neighbours_by_tensor(dir.path(), &data.join("val"), &backbone, fc7, &cache);
+            assert_eq!(neighbours.len(), 3, "{name}");
+            let nearest = neighbours[0]["distance"].as_f64().expect("distance");
+            assert!(nearest < 1e-3, "{name}: the query itself is at {nearest}");
         }
     }
 }
@@ -123,24 +135,41 @@ fn alexnet_fc7_neighbours_by_tensor_name() {
         .expect("a card");
     let fc7 = card.tensors.features.expect("features");
     assert!(fc7.starts_with("relu_"), "{fc7}");
-    let index = dir.path().join("fc7.safetensors");
     let cache = dir.path().join("cache");
+    let neighbours = neighbours_by_tensor(dir.path(), &data.join("train"), &model, &fc7, &cache);
+    assert_eq!(neighbours.len(), 3);
+    assert!(neighbours.iter().all(|n| n["distance"].as_f64().is_some()));
+}
+
+/// `scion embed --tensor TENSOR` of `images`, then `scion similar -k 3` of one of them:
+/// its neighbours (the image itself first, at distance 0).
+fn neighbours_by_tensor(
+    dir: &Path,
+    images: &Path,
+    model: &Path,
+    tensor: &str,
+    cache: &Path,
+) -> Vec<serde_json::Value> {
+    let index = dir.join(format!(
+        "{}.safetensors",
+        model.file_stem().expect("name").to_string_lossy()
+    ));
     run_ok(
         "scion",
         &[
             &"embed",
-            &data.join("train"),
+            &images,
             &"--model",
             &model,
             &"--tensor",
-            &fc7,
+            &tensor,
             &"--out",
             &index,
             &"--cache",
             &cache,
         ],
     );
-    let query = std::fs::read_dir(data.join("val/bag"))
+    let query = std::fs::read_dir(images.join("bag"))
         .expect("bags")
         .flatten()
         .next()
@@ -161,9 +190,10 @@ fn alexnet_fc7_neighbours_by_tensor_name() {
         ],
     );
     let found: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let neighbours = found[0]["neighbours"].as_array().expect("neighbours");
-    assert_eq!(neighbours.len(), 3);
-    assert!(neighbours.iter().all(|n| n["distance"].as_f64().is_some()));
+    found[0]["neighbours"]
+        .as_array()
+        .expect("neighbours")
+        .clone()
 }
 
 #[test]
@@ -192,6 +222,23 @@ fn an_op_the_interpreter_lacks_still_trains_a_head_and_names_itself_for_unfreeze
     assert!(
         said.contains("head only") && said.contains("Softplus"),
         "{said}"
+    );
+    // The card-less source is refused by train in one line naming the import.
+    let refused = std::process::Command::new(scion_tests::binary("scion"))
+        .args(["train", "--epochs", "1", "--backbone"])
+        .arg(&source)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("never.onnx"))
+        .env("ORT_DYLIB_PATH", scion_tests::ort_lib())
+        .output()
+        .expect("run scion");
+    assert_eq!(refused.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains("no scion card") && text.contains("scion-edge import onnx"),
+        "{text}"
     );
     let cache = dir.path().join("cache");
     let head = dir.path().join("head.onnx");

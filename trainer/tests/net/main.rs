@@ -1,6 +1,8 @@
 //! The differentiable ONNX interpreter: its forward pass against tract on the real
 //! backbone, and its gradients against finite differences on a small graph that uses every
-//! operator family.
+//! operator family; per family and per architecture in `ops`.
+
+mod ops;
 
 use std::collections::HashSet;
 
