@@ -264,13 +264,13 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
     let mut model = scion_onnx::io::decode(&bytes).map_err(format)?;
     let dir = source.parent().unwrap_or(Path::new("."));
     let inlined = scion_onnx::normalize::inline_external_data(&mut model, dir).map_err(format)?;
-    let original = model.clone();
     // ONNX Runtime reads the source from memory, where external files cannot be found.
-    let original_bytes = if inlined > 0 {
-        scion_onnx::io::encode(&original)
-    } else {
-        bytes.clone()
-    };
+    let inlined_bytes = (inlined > 0).then(|| scion_onnx::io::encode(&model));
+    let source_record = serde_json::json!({
+        "producer": format!("{} {}", model.producer_name, model.producer_version).trim(),
+        "opset": scion_onnx::infer::opset(&model),
+        "ir_version": model.ir_version,
+    });
     scion_onnx::normalize::check_opset(&model).map_err(format)?;
     let made_constant = Patch::InitializersAsConstants
         .apply_with_report(&mut model)
@@ -328,6 +328,10 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
     let class_output = graph.output[0].name.clone();
 
     let facts = scion_onnx::infer::infer(&model).map_err(format)?;
+    let classes = facts
+        .shape(&class_output)
+        .and_then(|s| s.last().copied())
+        .unwrap_or(0) as usize;
     let features = match &options.feature_tensor {
         Some(t) => {
             let shape = facts.shape(t).map(<[i64]>::to_vec).ok_or_else(|| {
@@ -347,7 +351,7 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
                 output: class_output.clone(),
             }
         }
-        None => scion_onnx::features::find(&model).map_err(format)?,
+        None => scion_onnx::features::find_in(graph, &facts).map_err(format)?,
     };
     // Outputs: the class scores, the logits before a final softmax, the features.
     let producers = scion_onnx::graph::producers(graph);
@@ -394,11 +398,6 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
         .map_err(format)?;
     }
     Patch::TypedOutputs.apply(&mut model).map_err(format)?;
-    let facts = scion_onnx::infer::infer(&model).map_err(format)?;
-    let classes = facts
-        .shape(&class_output)
-        .and_then(|s| s.last().copied())
-        .unwrap_or(0) as usize;
     let labels = match &options.labels {
         Labels::File(f) => read_labels(f)?,
         Labels::ImageNet => scion_onnx::import::imagenet_labels(),
@@ -446,9 +445,9 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
             source_sha256: Some(scion_onnx::import::sha256_hex(&bytes)),
             training: Some(serde_json::json!({
                 "preset": options.preset.name(),
-                "producer": format!("{} {}", original.producer_name, original.producer_version).trim(),
-                "opset": scion_onnx::infer::opset(&original),
-                "ir_version": original.ir_version,
+                "producer": source_record["producer"],
+                "opset": source_record["opset"],
+                "ir_version": source_record["ir_version"],
                 "feature_tensor": features.tensor,
             })),
             ..Default::default()
@@ -459,8 +458,7 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
     card.write_to(&mut model);
     let checks = check_engines(
         source,
-        &original_bytes,
-        &original,
+        inlined_bytes.as_deref().unwrap_or(&bytes),
         &model,
         &class_output,
         &card,
@@ -491,7 +489,6 @@ fn check_inputs(shape: &[usize], n: usize) -> Vec<f32> {
 fn check_engines(
     source: &Path,
     source_bytes: &[u8],
-    original: &ModelProto,
     model: &ModelProto,
     output: &str,
     card: &ModelCard,
@@ -505,21 +502,12 @@ fn check_engines(
     let one = card.preprocessing.input_shape(1);
     let data = check_inputs(&one, N);
     let per_image: usize = one.iter().product();
-    // The source on ONNX Runtime, one image at a time (model-zoo files have batch 1).
-    let original_input = original
-        .graph
-        .as_ref()
-        .and_then(|g| {
-            let inits: std::collections::HashSet<&str> =
-                g.initializer.iter().map(|t| t.name.as_str()).collect();
-            g.input.iter().find(|i| !inits.contains(i.name.as_str()))
-        })
-        .map(|i| i.name.clone())
-        .unwrap_or_default();
+    // The source on ONNX Runtime, one image at a time (model-zoo files have batch 1). The
+    // normalisation keeps the input's name; the session is dropped before the others start.
     let outputs = [output.to_string()];
     let spec = ModelSpec {
         bytes: source_bytes,
-        input: &original_input,
+        input: &card.tensors.input,
         outputs: &outputs,
         input_shape: one.clone(),
     };
@@ -538,6 +526,7 @@ fn check_engines(
             .ok_or_else(|| check_err(format!("the source gave no '{output}'")))?;
         reference.extend_from_slice(&t.data);
     }
+    drop(reference_session);
     let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let bytes = scion_onnx::io::encode(model);
     let mut checks = Vec::new();

@@ -94,6 +94,16 @@ pub fn attr_float(name: &str, v: f32) -> AttributeProto {
     }
 }
 
+/// A string attribute (`auto_pad`, `mode`).
+pub fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_proto::AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
 /// An integer-list attribute.
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {

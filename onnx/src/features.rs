@@ -52,6 +52,11 @@ pub fn find(model: &ModelProto) -> Result<Features> {
         .graph
         .as_ref()
         .ok_or_else(|| Error::Graph("the model has no graph".into()))?;
+    find_in(graph, &facts)
+}
+
+/// [`find`] with the graph's facts already inferred.
+pub fn find_in(graph: &GraphProto, facts: &infer::Facts) -> Result<Features> {
     let constants: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let producers = graph::producers(graph);
     let output = graph
@@ -147,7 +152,7 @@ pub fn find(model: &ModelProto) -> Result<Features> {
     Err(Error::Graph(format!(
         "cannot find the feature tensor (the input of the last Gemm/MatMul or 1x1 Conv \
          before '{output}'); candidates: [{}]; name one with --feature-tensor",
-        candidates(graph, &facts, 12).join(", ")
+        candidates(graph, facts, 12).join(", ")
     )))
 }
 

@@ -296,7 +296,7 @@ impl Net {
                 )
             }
             Padding::SameUpper => {
-                attrs.push(builder_attr_str("auto_pad", "SAME_UPPER"));
+                attrs.push(builder::attr_string("auto_pad", "SAME_UPPER"));
                 ((h + stride - 1) / stride, (w + stride - 1) / stride)
             }
         };
@@ -800,13 +800,4 @@ enum Storage {
 enum Padding {
     Explicit(i64),
     SameUpper,
-}
-
-fn builder_attr_str(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: attribute_proto::AttributeType::String as i32,
-        s: v.as_bytes().to_vec(),
-        ..Default::default()
-    }
 }

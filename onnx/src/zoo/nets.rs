@@ -132,17 +132,7 @@ fn alexnet(net: &mut Net, x: String, classes: i64) -> Result<String> {
         })?;
     }
     check_size(net, &x, "alexnet")?;
-    let flat = net.flatten(&x, false);
-    let (fc6, fc7) = (net.ch(4096), net.ch(4096));
-    let x = net.scoped("classifier/classifier.1", |n| {
-        let y = n.fc(&flat, fc6);
-        Ok(n.relu(&y))
-    })?;
-    let x = net.scoped("classifier/classifier.4", |n| {
-        let y = n.fc(&x, fc7);
-        Ok(n.relu(&y))
-    })?;
-    net.scoped("classifier/classifier.6", |n| Ok(n.fc(&x, classes)))
+    classifier(net, &x, [1, 4], classes)
 }
 
 fn vgg16(net: &mut Net, x: String, classes: i64) -> Result<String> {
@@ -165,17 +155,21 @@ fn vgg16(net: &mut Net, x: String, classes: i64) -> Result<String> {
         }
     }
     check_size(net, &x, "vgg16")?;
-    let flat = net.flatten(&x, false);
-    let (fc6, fc7) = (net.ch(4096), net.ch(4096));
-    let x = net.scoped("classifier/classifier.0", |n| {
-        let y = n.fc(&flat, fc6);
-        Ok(n.relu(&y))
-    })?;
-    let x = net.scoped("classifier/classifier.3", |n| {
-        let y = n.fc(&x, fc7);
-        Ok(n.relu(&y))
-    })?;
-    net.scoped("classifier/classifier.6", |n| Ok(n.fc(&x, classes)))
+    classifier(net, &x, [0, 3], classes)
+}
+
+/// AlexNet's and VGG's head: flatten, fc6 and fc7 with ReLU (their modules numbered as
+/// torchvision's `classifier.N`), the classes.
+fn classifier(net: &mut Net, x: &str, modules: [usize; 2], classes: i64) -> Result<String> {
+    let mut y = net.flatten(x, false);
+    for m in modules {
+        let width = net.ch(4096);
+        y = net.scoped(&format!("classifier/classifier.{m}"), |n| {
+            let z = n.fc(&y, width);
+            Ok(n.relu(&z))
+        })?;
+    }
+    net.scoped("classifier/classifier.6", |n| Ok(n.fc(&y, classes)))
 }
 
 fn resnet(net: &mut Net, x: String, bottleneck: bool) -> Result<String> {

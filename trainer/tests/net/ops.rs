@@ -10,7 +10,7 @@ use scion_edge::engine::{self, EngineKind, EngineOptions, ModelSpec};
 use scion_onnx::builder::{
     self, attr_float, attr_int, attr_ints, node, tensor_f32, tensor_i64, value_info_f32,
 };
-use scion_onnx::pb::{AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+use scion_onnx::pb::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use scion_tests::ort_lib;
 use scion_trainer::net::{LoadOptions, Program, Value};
 
@@ -193,15 +193,6 @@ fn pointwise_conv() -> NodeProto {
     )
 }
 
-fn attr_str(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: name.into(),
-        r#type: scion_onnx::pb::attribute_proto::AttributeType::String as i32,
-        s: v.as_bytes().to_vec(),
-        ..Default::default()
-    }
-}
-
 #[test]
 fn convolution_and_pooling() {
     // auto_pad SAME_UPPER and VALID, MaxPool ceil_mode, AveragePool count_include_pad,
@@ -217,7 +208,7 @@ fn convolution_and_pooling() {
                 vec![
                     attr_ints("kernel_shape", &[3, 3]),
                     attr_ints("strides", &[2, 2]),
-                    attr_str("auto_pad", "SAME_UPPER"),
+                    builder::attr_string("auto_pad", "SAME_UPPER"),
                 ],
             ),
             node(
@@ -249,7 +240,7 @@ fn convolution_and_pooling() {
                 &["c2v"],
                 vec![
                     attr_ints("kernel_shape", &[2, 2]),
-                    attr_str("auto_pad", "VALID"),
+                    builder::attr_string("auto_pad", "VALID"),
                 ],
             ),
             node(
@@ -260,7 +251,7 @@ fn convolution_and_pooling() {
                 vec![
                     attr_ints("kernel_shape", &[2, 2]),
                     attr_ints("strides", &[2, 2]),
-                    attr_str("auto_pad", "SAME_LOWER"),
+                    builder::attr_string("auto_pad", "SAME_LOWER"),
                 ],
             ),
             node("GlobalMaxPool", "gmp", &["p1"], &["g1"], vec![]),
