@@ -15,6 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+/// The `Result` label of a frame the model's unknown rule rejected.
+pub use scion_link::UNKNOWN_LABEL;
 use scion_link::{Decoder, ErrorKind, MAX_FRAME, Message, PROTOCOL_VERSION, Role};
 use serde::Serialize;
 use serialport::{SerialPort, TTYPort};

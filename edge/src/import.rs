@@ -452,6 +452,8 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
             })),
             ..Default::default()
         },
+        calibration: None,
+        unknown: None,
     };
     card.validate().map_err(format)?;
     card.check_against(&model).map_err(format)?;

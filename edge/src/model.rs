@@ -265,6 +265,8 @@ fn card_from_flags(
             probs: None,
         },
         provenance: Default::default(),
+        calibration: None,
+        unknown: None,
     };
     card.validate().map_err(|e| ModelError::Contract {
         path: path.into(),

@@ -244,7 +244,9 @@ fn csv_has_a_header_and_one_row_per_input() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next(),
-        Some("path,engine,top1_label,top1_index,top1_prob,top2_label,top2_index,top2_prob,error")
+        Some(
+            "path,engine,unknown,top1_label,top1_index,top1_prob,top2_label,top2_index,top2_prob,error"
+        )
     );
     let goldfish = text
         .lines()

@@ -30,6 +30,67 @@ pub struct ModelCard {
     /// Where the model came from.
     #[serde(default)]
     pub provenance: Provenance,
+    /// The temperature the probabilities were calibrated with (already applied in the
+    /// graph: engines use the probs output as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// When to answer "none of my classes". A reader that does not know the field
+    /// always names a class, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<UnknownRule>,
+}
+
+/// Temperature scaling fitted on the validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// The logits were divided by this before the softmax (folded into the last layer).
+    pub temperature: f32,
+    /// Validation images it was fitted on.
+    pub images: usize,
+    /// Expected calibration error (15 bins) on them before and after.
+    pub ece_before: f32,
+    /// After.
+    pub ece_after: f32,
+}
+
+/// The rejection rule: an image is "unknown" when its top probability is below
+/// `min_prob` or its features are farther than `max_distance` from every class
+/// prototype (the graph's `distance_tensor` output, one distance per class).
+/// Both thresholds are fitted on validation images to keep `recall` of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnknownRule {
+    /// Smallest top-1 probability accepted.
+    pub min_prob: f32,
+    /// Graph output holding `[batch, classes]` distances to the class prototypes.
+    pub distance_tensor: String,
+    /// Largest distance to the nearest prototype accepted.
+    pub max_distance: f32,
+    /// Share of validation images the thresholds were set to keep.
+    pub recall: f32,
+    /// Share of validation images the rule actually rejects.
+    pub val_rejected: f32,
+    /// Validation images it was fitted on.
+    pub images: usize,
+}
+
+impl UnknownRule {
+    /// Whether an image with top probability `top_prob` and distances `distances` to the
+    /// prototypes is outside every class.
+    pub fn rejects(&self, top_prob: f32, distances: &[f32]) -> bool {
+        let nearest = distances.iter().copied().fold(f32::INFINITY, f32::min);
+        top_prob < self.min_prob || nearest > self.max_distance
+    }
+
+    /// A score that grows with how far outside the rule an image is (`> 1`: rejected), for
+    /// ranking images by how unknown they are (AUROC).
+    pub fn score(&self, top_prob: f32, distances: &[f32]) -> f32 {
+        let nearest = distances.iter().copied().fold(f32::INFINITY, f32::min);
+        let by_distance = nearest / self.max_distance.max(f32::MIN_POSITIVE);
+        let by_prob = self.min_prob / top_prob.max(f32::MIN_POSITIVE);
+        by_distance.max(by_prob)
+    }
 }
 
 /// Channel order of the input tensor.
@@ -253,6 +314,26 @@ impl ModelCard {
                 "neither a logits nor a probs tensor is named".into(),
             ));
         }
+        if let Some(c) = &self.calibration
+            && !(c.temperature > 0.0 && c.temperature.is_finite())
+        {
+            return Err(Error::Card(format!(
+                "calibration: temperature {} must be positive",
+                c.temperature
+            )));
+        }
+        if let Some(u) = &self.unknown {
+            let valid = |v: f32| v.is_finite() && v >= 0.0;
+            if !valid(u.min_prob) || u.min_prob > 1.0 || !valid(u.max_distance) {
+                return Err(Error::Card(format!(
+                    "unknown: thresholds min_prob {} and max_distance {} are out of range",
+                    u.min_prob, u.max_distance
+                )));
+            }
+            if u.distance_tensor.is_empty() {
+                return Err(Error::Card("unknown: no distance tensor named".into()));
+            }
+        }
         Ok(())
     }
 
@@ -269,10 +350,12 @@ impl ModelCard {
                 self.tensors.input
             )));
         }
+        let distances = self.unknown.as_ref().map(|u| u.distance_tensor.clone());
         for name in [
             &self.tensors.logits,
             &self.tensors.probs,
             &self.tensors.features,
+            &distances,
         ]
         .into_iter()
         .flatten()
@@ -283,7 +366,8 @@ impl ModelCard {
                 )));
             };
             let is_class_output = Some(name) == self.tensors.logits.as_ref()
-                || Some(name) == self.tensors.probs.as_ref();
+                || Some(name) == self.tensors.probs.as_ref()
+                || Some(name) == distances.as_ref();
             if is_class_output
                 && let Some(Some(classes)) =
                     crate::graph::value_shape(out).and_then(|s| s.last().copied())

@@ -12,6 +12,7 @@ pub mod pb;
 pub mod blocks;
 pub mod builder;
 pub mod card;
+pub mod distance;
 mod error;
 pub mod features;
 pub mod graph;

@@ -83,6 +83,16 @@ pub enum Patch {
         /// Dense layers, first to last.
         layers: Vec<Dense>,
     },
+    /// Add an output of distances from `features` (`[batch, dim]`) to class prototypes in
+    /// standardised feature space: what the card's "unknown" rule reads.
+    PrototypeDistance {
+        /// The feature tensor.
+        features: String,
+        /// The prototypes and the standardisation.
+        prototypes: crate::distance::Prototypes,
+        /// Name of the new `[batch, classes]` output.
+        output: String,
+    },
 }
 
 /// A dense layer `y = x W^T + b`, as trained by the head trainer.
@@ -137,6 +147,12 @@ impl Patch {
                 graft_head(edited, features, layers).map(|_| None)?
             }
             Patch::SetInitializers { values } => set_initializers(edited, values).map(|_| None)?,
+            Patch::PrototypeDistance {
+                features,
+                prototypes,
+                output,
+            } => crate::distance::add_distances(edited, features, prototypes, output)
+                .map(|_| None)?,
             Patch::InitializersAsConstants => n::initializers_as_constants(&mut edited_model),
             Patch::FixInputShape { dims } => n::fix_input_shape(edited, dims)?,
             Patch::RemoveInferenceNoOps => n::remove_inference_no_ops(edited),

@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use scion_edge::Model;
-use scion_onnx::card::{ModelCard, Provenance, ReferenceOutput};
+use scion_onnx::card::{Calibration, ModelCard, Provenance, ReferenceOutput, UnknownRule};
+use scion_onnx::distance::Prototypes;
 use scion_onnx::patch::{Dense, Patch};
 use scion_onnx::pb::ModelProto;
 
@@ -26,6 +27,10 @@ pub struct ExportInfo {
     pub metrics: serde_json::Value,
     /// Reference images and their expected outputs.
     pub references: Vec<ReferenceOutput>,
+    /// The temperature already folded into `layers`.
+    pub calibration: Option<Calibration>,
+    /// The unknown rule and the prototypes its distance output is computed from.
+    pub unknown: Option<(UnknownRule, Prototypes)>,
 }
 
 /// Graft `layers` onto `backbone` at `feature_tensor` and write the card.
@@ -41,6 +46,14 @@ pub fn build(
         layers: layers.to_vec(),
     }
     .apply(&mut model)?;
+    if let Some((rule, prototypes)) = &info.unknown {
+        Patch::PrototypeDistance {
+            features: feature_tensor.to_string(),
+            prototypes: prototypes.clone(),
+            output: rule.distance_tensor.clone(),
+        }
+        .apply(&mut model)?;
+    }
     // Only the new card describes this model.
     model
         .metadata_props
@@ -67,6 +80,8 @@ pub fn build(
             references: info.references,
             license: source.provenance.license.clone(),
         },
+        calibration: info.calibration,
+        unknown: info.unknown.map(|(rule, _)| rule),
         ..source.clone()
     };
     card.tensors.features = Some(feature_tensor.to_string());

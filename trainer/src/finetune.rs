@@ -164,6 +164,7 @@ pub struct FineTune<'a> {
     train_labels: &'a [usize],
     val: TrunkInputs<'a>,
     device: Device,
+    best: Option<TunedNet>,
 }
 
 impl<'a> FineTune<'a> {
@@ -205,13 +206,48 @@ impl<'a> FineTune<'a> {
             feature_tensor: feature_tensor.to_string(),
             trunk_optimizer: optimizer(config),
             head_optimizer: optimizer(config),
-            loss_fn: loss_function(config, device),
+            loss_fn: loss_function(config, train_labels, classes, device),
             tune,
             train,
             train_labels,
             val,
             device: device.clone(),
+            best: None,
         })
+    }
+
+    /// Start from this head (a converged linear probe: LP-FT) instead of a random one.
+    pub fn set_head(&mut self, layers: &[scion_onnx::patch::Dense]) {
+        self.net.head = Head::from_dense(layers, self.net.head.dropout_prob(), &self.device);
+    }
+
+    /// The feature tensor of every training (eval view) or validation example under the
+    /// current weights, row-major, in inference mode.
+    pub fn features(&self, validation: bool) -> Result<Vec<f32>, FitError> {
+        let net = self.net.clone().no_grad();
+        let inputs = if validation { &self.val } else { &self.train };
+        let indices: Vec<usize> = (0..inputs.len()).collect();
+        let mut out = Vec::new();
+        for chunk in indices.chunks(self.tune.eval_batch.max(1)) {
+            let x = inputs.batch(0, chunk, &self.device)?;
+            let forward = self
+                .program
+                .forward(&net.trunk, x, false)
+                .map_err(|e| FitError::Step(e.to_string()))?;
+            let value = forward
+                .outputs
+                .get(&self.feature_tensor)
+                .ok_or_else(|| FitError::Step(format!("no output '{}'", self.feature_tensor)))?;
+            out.extend(
+                value
+                    .clone()
+                    .flatten()
+                    .into_data()
+                    .try_into_vec_as::<f32>()
+                    .expect("features are f32"),
+            );
+        }
+        Ok(out)
     }
 
     /// Logits of one batch, and the running statistics it produced.
@@ -247,8 +283,8 @@ impl<'a> FineTune<'a> {
 }
 
 impl Learner for FineTune<'_> {
-    fn train_len(&self) -> usize {
-        self.train_labels.len()
+    fn train_labels(&self) -> &[usize] {
+        self.train_labels
     }
 
     fn train_batch(
@@ -299,24 +335,35 @@ impl Learner for FineTune<'_> {
         let net = self.net.clone().no_grad();
         let n = self.val.len();
         let indices: Vec<usize> = (0..n).collect();
-        let mut probs = Vec::with_capacity(n);
+        let mut rows = Vec::with_capacity(n);
         for chunk in indices.chunks(self.tune.eval_batch.max(1)) {
             let x = self.val.batch(0, chunk, &self.device)?;
             let (logits, _) = self.logits(&net, x, false)?;
-            let values = burn::tensor::activation::softmax(logits.detach(), 1)
+            let values = logits
+                .detach()
                 .into_data()
                 .try_into_vec_as::<f32>()
-                .expect("probabilities are f32");
+                .expect("logits are f32");
             let classes = values.len() / chunk.len();
-            probs.extend(values.chunks_exact(classes).map(<[f32]>::to_vec));
+            rows.extend(values.chunks_exact(classes).map(<[f32]>::to_vec));
         }
-        Ok(probs)
+        Ok(rows)
     }
 
     fn snapshot(&self) -> Trained {
         Trained {
             layers: self.net.head.to_dense(),
             backbone: self.net.trunk.trained(&self.program),
+        }
+    }
+
+    fn mark_best(&mut self) {
+        self.best = Some(self.net.clone());
+    }
+
+    fn restore_best(&mut self) {
+        if let Some(best) = self.best.clone() {
+            self.net = best;
         }
     }
 }

@@ -26,6 +26,31 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+/// How the classes weigh in the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeight {
+    /// Every image counts the same.
+    #[default]
+    None,
+    /// Each class counts the same in total (scikit-learn's `balanced`:
+    /// `n / (classes · n_c)` per image).
+    Balanced,
+}
+
+/// How mini-batches are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampler {
+    /// Every image once per epoch, shuffled.
+    #[default]
+    Shuffle,
+    /// As many draws per epoch as images, with replacement, each class equally likely.
+    /// (The full-batch linear head weighs classes instead, which is the same in
+    /// expectation.)
+    Balanced,
+}
+
 /// How to train.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FitConfig {
@@ -49,6 +74,17 @@ pub struct FitConfig {
     pub dropout: f64,
     /// Stop after this many epochs without a better validation loss (0: never).
     pub patience: usize,
+    /// Steps of linear learning-rate warm-up before the cosine decay (0: none).
+    pub warmup_steps: usize,
+    /// Class weights of the loss.
+    pub class_weight: ClassWeight,
+    /// How batches are drawn.
+    pub sampler: Sampler,
+    /// The linear head's grid of `C` (inverse L2 strength, scikit-learn's meaning); one
+    /// value fixes it.
+    pub grid: Vec<f64>,
+    /// Retrain the linear head on training + validation images at the chosen `C`.
+    pub refit: bool,
 }
 
 impl Default for FitConfig {
@@ -64,6 +100,11 @@ impl Default for FitConfig {
             label_smoothing: 0.0,
             dropout: 0.2,
             patience: 8,
+            warmup_steps: 0,
+            class_weight: ClassWeight::None,
+            sampler: Sampler::Shuffle,
+            grid: crate::linear::DEFAULT_GRID.to_vec(),
+            refit: false,
         }
     }
 }
@@ -127,8 +168,8 @@ pub struct Fitted {
     pub history: Vec<EpochRecord>,
     /// Why training ended.
     pub stop: StopReason,
-    /// Validation probabilities of the best epoch, one row per validation image.
-    pub val_probs: Vec<Vec<f32>>,
+    /// Validation logits of the best epoch, one row per validation image.
+    pub val_logits: Vec<Vec<f32>>,
 }
 
 /// Training cannot start or go on.
@@ -156,8 +197,8 @@ impl FitObserver for () {}
 /// unfrozen layers with it (see `finetune`). One loop, so schedules, early stopping,
 /// checkpoints and curves are the same whatever trains.
 pub trait Learner {
-    /// Number of training examples.
-    fn train_len(&self) -> usize;
+    /// Class of each training example.
+    fn train_labels(&self) -> &[usize];
     /// One optimisation step on the training examples `batch` at learning rate `lr`;
     /// returns the summed loss and the number predicted right.
     fn train_batch(
@@ -166,10 +207,14 @@ pub trait Learner {
         batch: &[usize],
         lr: f64,
     ) -> Result<(f64, usize), FitError>;
-    /// Class probabilities of every validation example, in order.
+    /// Class logits of every validation example, in order.
     fn validate(&mut self) -> Result<Vec<Vec<f32>>, FitError>;
     /// The current weights.
     fn snapshot(&self) -> Trained;
+    /// The current weights are the best so far: keep them to return to.
+    fn mark_best(&mut self) {}
+    /// Go back to the weights last marked best (so what follows sees the exported model).
+    fn restore_best(&mut self) {}
 }
 
 /// What the head learns from.
@@ -231,12 +276,37 @@ pub fn optimizer(config: &FitConfig) -> ModuleOptimizer {
     }
 }
 
-/// The training loss `config` asks for.
-pub fn loss_function(config: &FitConfig, device: &Device) -> CrossEntropyLoss {
+/// The training loss `config` asks for, class weights derived from `train_labels`.
+pub fn loss_function(
+    config: &FitConfig,
+    train_labels: &[usize],
+    classes: usize,
+    device: &Device,
+) -> CrossEntropyLoss {
     let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing);
     CrossEntropyLossConfig::new()
         .with_smoothing(smoothing)
+        .with_weights(class_weights(config.class_weight, train_labels, classes))
         .init(device)
+}
+
+/// Per-class loss weights (`None`: all 1).
+pub fn class_weights(
+    kind: ClassWeight,
+    train_labels: &[usize],
+    classes: usize,
+) -> Option<Vec<f32>> {
+    match kind {
+        ClassWeight::None => None,
+        ClassWeight::Balanced => {
+            let counts = crate::linear::class_counts(train_labels, classes);
+            Some(
+                (0..classes)
+                    .map(|c| crate::linear::balanced_weight(&counts, c, train_labels.len()))
+                    .collect(),
+            )
+        }
+    }
 }
 
 /// Summed loss and number right of one batch's `logits` against `labels`, plus the loss
@@ -275,8 +345,8 @@ struct HeadLearner<'a> {
 }
 
 impl Learner for HeadLearner<'_> {
-    fn train_len(&self) -> usize {
-        self.data.train_labels.len()
+    fn train_labels(&self) -> &[usize] {
+        self.data.train_labels
     }
 
     fn train_batch(
@@ -306,7 +376,7 @@ impl Learner for HeadLearner<'_> {
             .val
             .features
             .chunks_exact(self.data.dim)
-            .map(|row| scion_edge::postprocess::softmax(&apply_dense(&layers, row)))
+            .map(|row| apply_dense(&layers, row))
             .collect())
     }
 
@@ -352,7 +422,7 @@ pub fn fit(
         data: *data,
         head: Head::new(config.head, dim, classes, config.dropout, device),
         optimizer: optimizer(config),
-        loss_fn: loss_function(config, device),
+        loss_fn: loss_function(config, train_labels, classes, device),
         device: device.clone(),
     };
     train_loop(&mut learner, val.labels, config, interrupt, observer)
@@ -368,7 +438,10 @@ pub fn train_loop(
     interrupt: &AtomicBool,
     observer: &mut dyn FitObserver,
 ) -> Result<Fitted, FitError> {
-    let n = learner.train_len();
+    let train_labels = learner.train_labels().to_vec();
+    let n = train_labels.len();
+    let classes = train_labels.iter().max().map_or(0, |m| m + 1);
+    let counts = crate::linear::class_counts(&train_labels, classes);
     let batch = config.batch.max(1);
     let steps_per_epoch = n.div_ceil(batch);
     let total_steps = (steps_per_epoch * config.epochs).max(1);
@@ -381,22 +454,32 @@ pub fn train_loop(
 
     'epochs: for epoch in 1..=config.epochs {
         let started = Instant::now();
-        rng.shuffle(&mut order);
-        let epoch_lr = cosine(config.lr, step, total_steps);
+        match config.sampler {
+            Sampler::Shuffle => rng.shuffle(&mut order),
+            Sampler::Balanced => balanced_draws(&train_labels, &counts, &mut rng, &mut order),
+        }
+        let schedule = |step| {
+            if step < config.warmup_steps {
+                config.lr * (step + 1) as f64 / config.warmup_steps as f64
+            } else {
+                cosine(config.lr, step, total_steps)
+            }
+        };
+        let epoch_lr = schedule(step);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for (b, chunk) in order.chunks(batch).enumerate() {
             if interrupt.load(Ordering::Relaxed) {
                 stop = StopReason::Interrupted;
                 break 'epochs;
             }
-            let (l, c) = learner.train_batch(epoch, chunk, cosine(config.lr, step, total_steps))?;
+            let (l, c) = learner.train_batch(epoch, chunk, schedule(step))?;
             loss_sum += l;
             correct += c;
             step += 1;
             observer.batch(epoch, b + 1, steps_per_epoch);
         }
-        let probs = learner.validate()?;
-        let (val_loss, val_acc) = score_probs(&probs, val_labels);
+        let logits = learner.validate()?;
+        let (val_loss, val_acc) = crate::linear::score_logits(&logits, val_labels);
         let record = EpochRecord {
             epoch,
             lr: epoch_lr,
@@ -408,7 +491,8 @@ pub fn train_loop(
         tracing::debug!(?record, seconds = started.elapsed().as_secs_f64(), "epoch");
         let improved = best.as_ref().is_none_or(|b| val_loss < b.0);
         if improved {
-            best = Some((val_loss, epoch, learner.snapshot(), probs));
+            best = Some((val_loss, epoch, learner.snapshot(), logits));
+            learner.mark_best();
         }
         observer.epoch(
             &record,
@@ -421,8 +505,9 @@ pub fn train_loop(
             break;
         }
     }
-    let (best_epoch, trained, val_probs) = match best {
-        Some((_, epoch, trained, probs)) => (epoch, trained, probs),
+    learner.restore_best();
+    let (best_epoch, trained, val_logits) = match best {
+        Some((_, epoch, trained, logits)) => (epoch, trained, logits),
         None => (0, learner.snapshot(), learner.validate()?),
     };
     Ok(Fitted {
@@ -430,8 +515,23 @@ pub fn train_loop(
         best_epoch,
         history,
         stop,
-        val_probs,
+        val_logits,
     })
+}
+
+/// One epoch of the balanced sampler: `order.len()` draws with replacement, each class
+/// equally likely, then an image of it uniformly.
+fn balanced_draws(labels: &[usize], counts: &[usize], rng: &mut SplitMix64, order: &mut [usize]) {
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); counts.len()];
+    labels
+        .iter()
+        .enumerate()
+        .for_each(|(i, &c)| members[c].push(i));
+    let present: Vec<&Vec<usize>> = members.iter().filter(|m| !m.is_empty()).collect();
+    for slot in order.iter_mut() {
+        let class = present[(rng.next_u64() % present.len() as u64) as usize];
+        *slot = class[(rng.next_u64() % class.len() as u64) as usize];
+    }
 }
 
 /// Mean cross-entropy and top-1 of probabilities against labels.

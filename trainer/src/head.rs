@@ -82,6 +82,42 @@ impl Head {
         }
     }
 
+    /// A head holding `layers` (e.g. a solved linear probe) to train further.
+    pub fn from_dense(layers: &[Dense], dropout: f64, device: &Device) -> Head {
+        use burn::module::Param;
+        Head {
+            layers: layers
+                .iter()
+                .map(|l| {
+                    // burn keeps `[in, out]`.
+                    let mut w = vec![0.0f32; l.inputs * l.outputs];
+                    for o in 0..l.outputs {
+                        for i in 0..l.inputs {
+                            w[i * l.outputs + o] = l.weight[o * l.inputs + i];
+                        }
+                    }
+                    Linear {
+                        weight: Param::from_tensor(Tensor::from_data(
+                            TensorData::new(w, [l.inputs, l.outputs]),
+                            device,
+                        )),
+                        bias: Some(Param::from_tensor(Tensor::from_data(
+                            TensorData::new(l.bias.clone(), [l.outputs]),
+                            device,
+                        ))),
+                    }
+                })
+                .collect(),
+            activation: Relu::new(),
+            dropout: DropoutConfig::new(dropout).init(),
+        }
+    }
+
+    /// The dropout probability.
+    pub fn dropout_prob(&self) -> f64 {
+        self.dropout.prob
+    }
+
     /// Logits `[batch, classes]` for features `[batch, inputs]`.
     pub fn forward(&self, features: Tensor<2>) -> Tensor<2> {
         let last = self.layers.len() - 1;
@@ -196,6 +232,7 @@ mod tests {
                 .try_into_vec_as::<f32>()
                 .expect("f32");
             let dense = head.to_dense();
+            assert_eq!(Head::from_dense(&dense, 0.0, &device).to_dense(), dense);
             for r in 0..2 {
                 let ours = apply_dense(&dense, &x[r * 6..(r + 1) * 6]);
                 for (a, b) in ours.iter().zip(&burn_out[r * 3..(r + 1) * 3]) {

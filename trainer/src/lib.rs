@@ -6,9 +6,11 @@
 //! - [`backbone`]: the frozen network and its feature tensor;
 //! - [`loader`] + [`features`]: worker threads turn images into views, the backbone into
 //!   features, cached on disk;
-//! - [`head`] + [`fit`]: the new head trained with burn on a [`device`];
+//! - [`linear`]: the linear head solved to its optimum (L-BFGS, `C` chosen on validation);
+//!   [`head`] + [`fit`]: MLP heads and fine-tuning trained with burn on a [`device`];
 //! - [`net`] + [`finetune`]: the backbone's own layers, interpreted from its ONNX graph,
 //!   trained with the head (`--unfreeze`, `--from-scratch`);
+//! - [`calibrate`] + [`unknown`]: calibrated probabilities and the "unknown" rule;
 //! - [`metrics`] + [`plots`]: how well it does;
 //! - [`export`] + [`score`]: the grafted ONNX model and its parity check on every engine.
 //!
@@ -16,6 +18,7 @@
 //! embeddings, nearest neighbours, top-activating images, filters, probes, data audits.
 
 pub mod backbone;
+pub mod calibrate;
 pub mod dataset;
 pub mod device;
 pub mod experiment;
@@ -25,6 +28,7 @@ pub mod finetune;
 pub mod fit;
 pub mod head;
 pub mod idx;
+pub mod linear;
 pub mod lint;
 pub mod loader;
 pub mod metrics;
@@ -34,3 +38,4 @@ pub mod represent;
 pub mod score;
 pub mod sheets;
 pub mod train;
+pub mod unknown;

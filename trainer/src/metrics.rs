@@ -1,5 +1,8 @@
 //! Classification metrics from predicted probabilities: top-1, top-5 (with five classes or
-//! more), per-class precision and recall, and the confusion matrix.
+//! more), per-class precision and recall, the confusion matrix and its most confused
+//! pairs, the majority-class baseline, and calibration ([`Reliability`]).
+
+pub use crate::calibrate::Reliability;
 
 /// Metrics of one evaluation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -16,6 +19,26 @@ pub struct Metrics {
     pub per_class: Vec<ClassMetrics>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<usize>>,
+    /// Top-1 of always answering the most common class: the floor any model must beat.
+    #[serde(default)]
+    pub majority_baseline: f64,
+    /// The largest off-diagonal confusion counts, most first (up to five).
+    #[serde(default)]
+    pub most_confused: Vec<Confused>,
+    /// Calibration figures (ECE, Brier, confidence when right and wrong).
+    #[serde(default)]
+    pub reliability: Reliability,
+}
+
+/// One often-confused pair.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Confused {
+    /// The true class.
+    pub truth: String,
+    /// What it was taken for.
+    pub predicted: String,
+    /// How many times.
+    pub count: usize,
 }
 
 /// Precision and recall of one class.
@@ -62,12 +85,31 @@ impl Metrics {
                 }
             })
             .collect();
+        let largest = confusion
+            .iter()
+            .map(|row| row.iter().sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        let mut pairs: Vec<Confused> = (0..k)
+            .flat_map(|t| (0..k).map(move |p| (t, p)))
+            .filter(|&(t, p)| t != p && confusion[t][p] > 0)
+            .map(|(t, p)| Confused {
+                truth: classes[t].clone(),
+                predicted: classes[p].clone(),
+                count: confusion[t][p],
+            })
+            .collect();
+        pairs.sort_by(|a, b| b.count.cmp(&a.count));
+        pairs.truncate(5);
         Metrics {
             images: n,
             top1: correct as f64 / denominator,
             top5: (k >= 5).then_some(top5_hits as f64 / denominator),
             loss: loss / denominator,
             per_class,
+            majority_baseline: largest as f64 / denominator,
+            most_confused: pairs,
+            reliability: Reliability::compute(probs, labels, k),
             confusion,
         }
     }
@@ -75,13 +117,16 @@ impl Metrics {
     /// A few lines for the terminal: totals, then the weakest classes by recall.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} images: top-1 {:.2}%{}, loss {:.4}",
+            "{} images: top-1 {:.2}%{} (majority class {:.1}%), loss {:.4}, ECE {:.3}, Brier {:.3}",
             self.images,
             100.0 * self.top1,
             self.top5
                 .map(|t| format!(", top-5 {:.2}%", 100.0 * t))
                 .unwrap_or_default(),
-            self.loss
+            100.0 * self.majority_baseline,
+            self.loss,
+            self.reliability.ece,
+            self.reliability.brier,
         );
         let mut weakest: Vec<&ClassMetrics> = self.per_class.iter().collect();
         weakest.sort_by(|a, b| a.recall.total_cmp(&b.recall));
@@ -91,6 +136,12 @@ impl Metrics {
             .map(|c| format!("{} {:.0}%", c.label, 100.0 * c.recall))
             .collect();
         s.push_str(&format!("; lowest recall: {}", names.join(", ")));
+        if let Some(c) = self.most_confused.first() {
+            s.push_str(&format!(
+                "; most confused: {} taken for {} ({}x)",
+                c.truth, c.predicted, c.count
+            ));
+        }
         s
     }
 }
@@ -121,6 +172,12 @@ mod tests {
         assert!((m.per_class[1].precision - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(m.per_class[1].recall, 1.0);
         assert_eq!(m.per_class[2].precision, 0.0);
+        assert_eq!(m.majority_baseline, 0.5);
+        assert_eq!(m.most_confused.len(), 2);
+        assert_eq!(
+            (m.most_confused[0].truth.as_str(), m.most_confused[0].count),
+            ("a", 1)
+        );
         let expected_loss = -(0.7f64.ln() + 0.3f64.ln() + 0.8f64.ln() + 0.3f64.ln()) / 4.0;
         assert!((m.loss - expected_loss).abs() < 1e-6);
     }

@@ -267,3 +267,79 @@ fn format_value(v: f64) -> String {
         format!("{v:.1}")
     }
 }
+
+/// The reliability diagram: accuracy per confidence bin against the diagonal, with the
+/// share of images in each bin below, and ECE in the title.
+pub fn reliability(metrics: &Metrics, path: &Path) -> Result<(), PlotError> {
+    ensure_font()?;
+    let err = plot_err(path);
+    let r = &metrics.reliability;
+    let root = BitMapBackend::new(path, (560, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let (top, bottom) = root.split_vertically(440);
+    let bins = r.bins.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            format!("reliability (ECE {:.3}, Brier {:.3})", r.ece, r.brier),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0f64..1.0, 0.0f64..1.0)
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .y_desc("accuracy")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .draw_series(
+            r.bins
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.0 > 0)
+                .map(|(i, &(_, _, acc))| {
+                    let x0 = i as f64 / bins;
+                    Rectangle::new([(x0, 0.0), (x0 + 1.0 / bins, acc)], BLUE.mix(0.6).filled())
+                }),
+        )
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            [(0.0, 0.0), (1.0, 1.0)],
+            RED.stroke_width(2),
+        )))
+        .map_err(|e| err(e.to_string()))?;
+    let total = r.bins.iter().map(|b| b.0).sum::<usize>().max(1) as f64;
+    let share_max = r
+        .bins
+        .iter()
+        .map(|b| b.0 as f64 / total)
+        .fold(0.0, f64::max)
+        .max(1e-3);
+    let mut counts = ChartBuilder::on(&bottom)
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0f64..1.0, 0.0f64..share_max)
+        .map_err(|e| err(e.to_string()))?;
+    counts
+        .configure_mesh()
+        .x_desc("top-1 confidence")
+        .y_desc("share")
+        .label_style(("sans-serif", 12))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    counts
+        .draw_series(r.bins.iter().enumerate().map(|(i, b)| {
+            let x0 = i as f64 / bins;
+            Rectangle::new(
+                [(x0, 0.0), (x0 + 1.0 / bins, b.0 as f64 / total)],
+                BLACK.mix(0.5).filled(),
+            )
+        }))
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))
+}

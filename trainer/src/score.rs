@@ -16,6 +16,9 @@ pub struct Scored {
     pub engine: EngineKind,
     /// Per input, in order.
     pub probs: Vec<Option<Vec<f32>>>,
+    /// Per input, how far outside the card's unknown rule it is (`> 1`: rejected); `None`
+    /// without a rule or for an unreadable image.
+    pub unknown_scores: Vec<Option<f32>>,
     /// Unreadable images and why.
     pub failed: Vec<(PathBuf, String)>,
 }
@@ -32,6 +35,7 @@ pub fn score(
     let contract = classifier.card().preprocessing.clone();
     let batch = batch.min(classifier.engine().max_useful_batch()).max(1);
     let mut probs = vec![None; paths.len()];
+    let mut unknown_scores = vec![None; paths.len()];
     let mut failed = Vec::new();
     // Both callbacks count; they take turns, so a Cell suffices.
     let done = std::cell::Cell::new(0usize);
@@ -42,9 +46,10 @@ pub fn score(
         threads,
         |b| -> Result<(), Option<EngineError>> {
             let n = b.indices.len();
-            let rows = classifier.probabilities(b.data, n).map_err(Some)?;
+            let rows = classifier.predict(b.data, n).map_err(Some)?;
             for (&i, row) in b.indices.iter().zip(rows) {
-                probs[i] = Some(row);
+                probs[i] = Some(row.probs);
+                unknown_scores[i] = row.unknown_score;
             }
             done.set(done.get() + n);
             if progress(done.get()) {
@@ -66,6 +71,7 @@ pub fn score(
     Ok(Scored {
         engine: classifier.engine(),
         probs,
+        unknown_scores,
         failed,
     })
 }
@@ -83,12 +89,37 @@ pub struct Parity {
     pub max_prob_diff: f32,
     /// The tolerance on probabilities.
     pub tolerance: f32,
-    /// Whether top-1 agrees everywhere and every probability is within the tolerance.
+    /// Largest relative difference of the unknown rule's score (from the graph's
+    /// prototype distances) against the trainer's, when the model has a rule.
+    #[serde(default)]
+    pub max_unknown_score_diff: Option<f32>,
+    /// Whether top-1 agrees everywhere and every probability is within the tolerance
+    /// (and every unknown score within [`UNKNOWN_SCORE_TOLERANCE`]).
     pub passed: bool,
 }
 
-/// Compare `scored` with the trainer's `expected` probabilities for the same images.
-pub fn parity(scored: &Scored, expected: &[Vec<f32>], tolerance: f32) -> Parity {
+/// Largest relative difference allowed between an engine's unknown score and the trainer's.
+pub const UNKNOWN_SCORE_TOLERANCE: f32 = 1e-3;
+
+/// Compare `scored` with the trainer's `expected` probabilities (and unknown scores) for
+/// the same images.
+pub fn parity(
+    scored: &Scored,
+    expected: &[Vec<f32>],
+    expected_unknown: Option<&[f32]>,
+    tolerance: f32,
+) -> Parity {
+    let max_unknown_score_diff = expected_unknown.map(|want| {
+        scored
+            .unknown_scores
+            .iter()
+            .zip(want)
+            .map(|(got, &w)| match got {
+                Some(g) => (g - w).abs() / w.abs().max(1e-6),
+                None => f32::INFINITY,
+            })
+            .fold(0.0f32, f32::max)
+    });
     let (mut images, mut mismatches, mut max_diff) = (0usize, 0usize, 0.0f32);
     for (got, want) in scored.probs.iter().zip(expected) {
         let Some(got) = got else { continue };
@@ -108,6 +139,9 @@ pub fn parity(scored: &Scored, expected: &[Vec<f32>], tolerance: f32) -> Parity 
         top1_mismatches: mismatches + unread,
         max_prob_diff: max_diff,
         tolerance,
-        passed: mismatches + unread == 0 && max_diff <= tolerance,
+        max_unknown_score_diff,
+        passed: mismatches + unread == 0
+            && max_diff <= tolerance
+            && max_unknown_score_diff.is_none_or(|d| d <= UNKNOWN_SCORE_TOLERANCE),
     }
 }

@@ -25,6 +25,10 @@ pub use message::{Message, Role};
 /// The protocol version this crate speaks (the first byte of every frame body).
 pub const PROTOCOL_VERSION: u8 = 1;
 
+/// The `Result` label meaning "none of the model's classes" (the model's unknown rule
+/// rejected the frame): no class index can reach it.
+pub const UNKNOWN_LABEL: u16 = u16::MAX;
+
 /// The largest frame body (version, payload, CRC) either side may send.
 pub const MAX_BODY: usize = 64;
 

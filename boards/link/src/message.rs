@@ -28,7 +28,8 @@ pub enum Message<'a> {
     },
     /// A classification result (host → MCU).
     Result {
-        /// Class index in the model's labels.
+        /// Class index in the model's labels, or [`crate::UNKNOWN_LABEL`] (65535) when
+        /// the frame shows none of them.
         label: u16,
         /// Its (smoothed) probability.
         score: f32,

@@ -68,15 +68,16 @@ pub fn run(classifier: &mut Classifier, job: &Job, sink: &mut Sink) -> Result<Su
         job.decode_threads,
         |batch| -> Result<(), JobError> {
             let n = batch.indices.len();
-            let probs = classifier.probabilities(batch.data, n)?;
+            let predictions = classifier.predict(batch.data, n)?;
             let labels = &classifier.card().labels;
             let records: Vec<Record> = batch
                 .indices
                 .iter()
-                .zip(&probs)
+                .zip(&predictions)
                 .map(|(&i, p)| Record {
                     path: job.files[i].clone(),
-                    top: Some(top_k(p, labels, job.top_k)),
+                    top: Some(top_k(&p.probs, labels, job.top_k)),
+                    unknown: p.unknown,
                     engine: Some(engine.clone()),
                     error: None,
                 })
@@ -94,6 +95,7 @@ pub fn run(classifier: &mut Classifier, job: &Job, sink: &mut Sink) -> Result<Su
             state.1.write(&[Record {
                 path: path.clone(),
                 top: None,
+                unknown: None,
                 engine: None,
                 error: Some(error),
             }])?;

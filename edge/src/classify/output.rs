@@ -28,6 +28,10 @@ pub struct Record {
     /// Top-k classes, best first (absent for errors).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub top: Option<Vec<Ranked>>,
+    /// Whether the image shows none of the model's classes (present when the model has
+    /// an unknown rule and it is on).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unknown: Option<bool>,
     /// The engine that produced the result.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub engine: Option<String>,
@@ -60,7 +64,11 @@ pub enum OutputError {
 }
 
 fn csv_header(k: usize) -> String {
-    let mut cols = vec!["path".to_string(), "engine".to_string()];
+    let mut cols = vec![
+        "path".to_string(),
+        "engine".to_string(),
+        "unknown".to_string(),
+    ];
     for r in 1..=k {
         cols.extend([
             format!("top{r}_label"),
@@ -112,6 +120,7 @@ impl Record {
                 let mut fields = vec![
                     csv_field(&self.path),
                     self.engine.clone().unwrap_or_default(),
+                    self.unknown.map(|u| u.to_string()).unwrap_or_default(),
                 ];
                 let top = self.top.as_deref().unwrap_or(&[]);
                 for r in 0..k {
@@ -315,6 +324,7 @@ mod tests {
                 index: 1,
                 prob: 0.5,
             }]),
+            unknown: None,
             engine: Some("tract".into()),
             error: None,
         }

@@ -40,6 +40,10 @@ pub struct ClassifyArgs {
     /// scheduler can split a job across nodes; shard outputs concatenate.
     #[arg(long, value_name = "INDEX/COUNT")]
     shard: Option<Shard>,
+    /// Apply the model's "unknown" rule, when its card has one: records get
+    /// `"unknown": true|false` (`off`: always name a class, no field).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = super::parse_switch)]
+    unknown: bool,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -78,6 +82,7 @@ pub fn run(args: ClassifyArgs, quiet: bool) -> Result<i32> {
             Record {
                 path: arg.clone(),
                 top: None,
+                unknown: None,
                 engine: None,
                 error: Some(reason.clone()),
             }
@@ -85,7 +90,7 @@ pub fn run(args: ClassifyArgs, quiet: bool) -> Result<i32> {
         .collect();
     sink.write(&missing)?;
 
-    let mut classifier = args.engine.classifier(&model)?;
+    let mut classifier = args.engine.classifier(&model)?.with_unknown(args.unknown);
     let decode_threads = args.decode_threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -182,3 +182,12 @@ pub fn run() -> Result<i32> {
         Command::Boards(args) => boards::run_boards(args),
     }
 }
+
+/// `on` / `off` for a switch flag.
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}' is not a switch: use on or off")),
+    }
+}

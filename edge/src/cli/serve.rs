@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Only label-change events, no record per frame [key: events_only].
     #[arg(long)]
     events_only: bool,
+    /// Apply the model's "unknown" rule (`off`: always name a class) [key: unknown].
+    #[arg(long, value_name = "on|off", value_parser = super::parse_switch)]
+    unknown: Option<bool>,
     /// Stop after N classified frames.
     #[arg(long, value_name = "N")]
     max_frames: Option<u64>,
@@ -122,6 +125,9 @@ impl ServeArgs {
         set(&mut config.output, &self.output);
         config.loop_files |= self.loop_files;
         config.events_only |= self.events_only;
+        if let Some(on) = self.unknown {
+            config.unknown = on;
+        }
         if let Some(k) = self.top_k {
             config.top_k = k;
         }
@@ -374,7 +380,7 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         &config.sinks,
         &config.gpio,
         &board.profile,
-        &model.classifier.card().labels,
+        &answer_labels(&model.classifier, config.unknown),
         hub.clone(),
     )?;
     let mut source = Reconnecting::new(
@@ -389,6 +395,7 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         max_frames: args.max_frames,
         events_only: config.events_only,
         capture_dir: config.capture_dir.clone(),
+        unknown: config.unknown,
         ..ServeConfig::default()
     };
     let result = run(
@@ -434,4 +441,13 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         ServeStats::quantile(&stats.latencies_ms, 0.99),
     );
     Ok(0)
+}
+
+/// The labels the service can announce with the unknown rule `on` or not.
+fn answer_labels(classifier: &scion_edge::Classifier, on: bool) -> Vec<String> {
+    let mut labels = classifier.card().labels.clone();
+    if on && classifier.card().unknown.is_some() {
+        labels.push(scion_edge::classifier::UNKNOWN.into());
+    }
+    labels
 }

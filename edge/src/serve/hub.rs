@@ -75,6 +75,9 @@ pub struct Captured {
 pub struct Classified {
     /// Best labels first.
     pub top: Vec<Ranked>,
+    /// Whether the image shows none of the classes (absent without a rule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<bool>,
     /// The model that answered (short id).
     pub model: String,
     /// The engine.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::classifier::Prediction;
 use crate::engine::EngineError;
 use crate::postprocess::{Ranked, top_k};
 use crate::preprocess::{RgbImage, preprocess_decoded, tensor_len};
@@ -36,6 +37,9 @@ pub struct ServeConfig {
     pub events_only: bool,
     /// Where captured frames go (None: capture is off).
     pub capture_dir: Option<std::path::PathBuf>,
+    /// Apply the model's unknown rule: "unknown" becomes a label like the others for
+    /// smoothing, events and sinks.
+    pub unknown: bool,
 }
 
 impl Default for ServeConfig {
@@ -47,6 +51,7 @@ impl Default for ServeConfig {
             poll: Duration::from_millis(50),
             events_only: false,
             capture_dir: None,
+            unknown: true,
         }
     }
 }
@@ -78,6 +83,9 @@ pub enum Output {
         dropped: u64,
         /// The frame's most likely labels (not smoothed).
         top: Vec<Ranked>,
+        /// Whether the frame shows none of the classes (absent without a rule).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unknown: Option<bool>,
         /// The announced (smoothed) label.
         label: Option<String>,
         /// Stage timings.
@@ -162,10 +170,12 @@ struct Serving {
 }
 
 impl Serving {
-    fn new(prepared: Prepared, smoothing: SmoothingConfig) -> Serving {
+    fn new(mut prepared: Prepared, config: &ServeConfig) -> Serving {
+        prepared.classifier.set_unknown(config.unknown);
+        let smoothing = config.smoothing;
+        let labels = prepared.classifier.answer_labels();
         let card = prepared.classifier.card();
         let contract = card.preprocessing.clone();
-        let labels = card.labels.clone();
         Serving {
             input: vec![0.0; tensor_len(&contract)],
             contract,
@@ -179,18 +189,22 @@ impl Serving {
         i.map(|i| self.labels.get(i).cloned().unwrap_or_default())
     }
 
-    /// Probabilities for one decoded image, with the instant preprocessing ended.
-    fn probabilities(&mut self, image: &RgbImage) -> Result<(Vec<f32>, Instant), ServeError> {
+    /// The answer for one decoded image, with the instant preprocessing ended.
+    fn predict(&mut self, image: &RgbImage) -> Result<(Prediction, Instant), ServeError> {
         preprocess_decoded(image, &self.contract, &mut self.input)
             .map_err(|e| ServeError::Preprocess(e.to_string()))?;
         let preprocessed = Instant::now();
-        let probs = self
+        let prediction = self
             .prepared
             .classifier
-            .probabilities(self.input.clone(), 1)?
+            .predict(self.input.clone(), 1)?
             .pop()
-            .unwrap_or_default();
-        Ok((probs, preprocessed))
+            .unwrap_or(Prediction {
+                probs: Vec::new(),
+                unknown: None,
+                unknown_score: None,
+            });
+        Ok((prediction, preprocessed))
     }
 }
 
@@ -205,7 +219,7 @@ pub fn run(
     stop: &AtomicBool,
     sink: &mut dyn FnMut(&Output) -> std::io::Result<()>,
 ) -> Result<ServeStats, ServeError> {
-    let mut serving = Serving::new(model, config.smoothing);
+    let mut serving = Serving::new(model, config);
     hub.set_model(serving.prepared.info.clone());
     let mut stats = ServeStats::default();
     let mut captures = Vec::new();
@@ -228,10 +242,24 @@ pub fn run(
             Err(e) => return Err(e.into()),
         };
         let started = Instant::now();
-        let (probs, preprocessed) = serving.probabilities(&frame.image)?;
+        let (prediction, preprocessed) = serving.predict(&frame.image)?;
         let inferred = Instant::now();
-        let top = top_k(&probs, &serving.labels, config.top_k);
-        let change = serving.smoother.update(&probs);
+        let probs = &prediction.probs;
+        let top = top_k(probs, &serving.labels[..probs.len()], config.top_k);
+        // With a rule, "unknown" is one more state to smooth over: all of a rejected
+        // frame's weight goes to it.
+        let change = match prediction.unknown {
+            None => serving.smoother.update(probs),
+            Some(unknown) => {
+                let mut states = if unknown {
+                    vec![0.0; probs.len()]
+                } else {
+                    probs.clone()
+                };
+                states.push(if unknown { 1.0 } else { 0.0 });
+                serving.smoother.update(&states)
+            }
+        };
         let done = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         let latency = StageTimes {
@@ -266,6 +294,7 @@ pub fn run(
             seq: frame.sequence,
             dropped: frame.dropped,
             top,
+            unknown: prediction.unknown,
             label: label.clone(),
             latency,
             engine: serving.prepared.info.engine.clone(),
@@ -328,7 +357,7 @@ fn serve_request(
         Control::Swap(prepared, done) => {
             let from = serving.prepared.info.clone();
             let announced = serving.label(serving.smoother.current());
-            let next = Serving::new(*prepared, config.smoothing);
+            let next = Serving::new(*prepared, config);
             tracing::info!(
                 "now serving {} ({}, {}) instead of {} ({})",
                 next.prepared.info.name,
@@ -356,9 +385,10 @@ fn serve_request(
         Control::Classify(image, reply) => {
             let started = Instant::now();
             let answer = serving
-                .probabilities(&image)
-                .map(|(probs, _)| Classified {
-                    top: top_k(&probs, &serving.labels, config.top_k),
+                .predict(&image)
+                .map(|(p, _)| Classified {
+                    top: top_k(&p.probs, &serving.labels[..p.probs.len()], config.top_k),
+                    unknown: p.unknown,
                     model: serving.prepared.info.id().to_string(),
                     engine: serving.prepared.info.engine.clone(),
                     inference_ms: started.elapsed().as_secs_f64() * 1e3,

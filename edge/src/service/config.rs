@@ -53,6 +53,10 @@ pub struct EdgeConfig {
     pub sinks: SinksSection,
     /// GPIO actions: `[gpio.trigger]`, `[gpio.status_led]`, `[gpio.capture_button]`.
     pub gpio: GpioSection,
+    /// Apply the model's "unknown" rule when its card has one: frames showing none of
+    /// its classes are announced as `unknown` (a label for `gpio.trigger`, index 65535 on
+    /// the UART link).
+    pub unknown: bool,
 }
 
 /// `[engine]`.
@@ -137,6 +141,7 @@ impl Default for EdgeConfig {
             capture_dir: None,
             sinks: SinksSection::default(),
             gpio: GpioSection::default(),
+            unknown: true,
         }
     }
 }

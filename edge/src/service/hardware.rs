@@ -275,6 +275,7 @@ impl Hardware {
             top,
             latency,
             model,
+            unknown,
             ..
         } = output
         else {
@@ -296,7 +297,11 @@ impl Hardware {
         }
         if let Some(best) = top.first() {
             uart.try_send(LinkResult {
-                label: best.index.min(u16::MAX as usize) as u16,
+                label: if *unknown == Some(true) {
+                    scion_boards::uart::UNKNOWN_LABEL
+                } else {
+                    best.index.min(u16::MAX as usize - 1) as u16
+                },
                 score: best.prob,
                 seq: *seq as u32,
                 latency_us: (latency.total_ms * 1e3).min(u32::MAX as f64) as u32,

@@ -98,6 +98,8 @@ pub fn import_pth(variant: Variant, pth: &[u8], source: &str) -> Result<ModelPro
             license: Some("Apache-2.0".into()),
             ..Default::default()
         },
+        calibration: None,
+        unknown: None,
     };
     card.check_against(&model)?;
     card.write_to(&mut model);

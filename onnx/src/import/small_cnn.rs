@@ -176,6 +176,8 @@ pub fn build(size: u32, seed: u64) -> Result<ModelProto> {
             license: Some("Apache-2.0".into()),
             ..Default::default()
         },
+        calibration: None,
+        unknown: None,
     };
     card.check_against(&model)?;
     card.write_to(&mut model);

@@ -46,6 +46,11 @@ pub struct EvalArgs {
     /// Print the metrics as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Images of another domain (a folder, searched recursively): report how well the
+    /// model's unknown rule tells them from the split's images (AUROC) and how many it
+    /// rejects. A model without a rule is scored by 1 − top probability instead.
+    #[arg(long, value_name = "DIR")]
+    ood: Option<PathBuf>,
     /// Decode threads (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -127,6 +132,17 @@ pub fn run_eval(args: EvalArgs) -> Result<i32> {
         bail!("no readable images in the {:?} split", args.split);
     }
     let metrics = Metrics::compute(&probs, &labels, &dataset.classes);
+    let unknown = match &args.ood {
+        Some(dir) => Some(out_of_domain(&mut classifier, dir, &scored, threads)?),
+        None => {
+            let inside: Vec<f32> = scored.unknown_scores.iter().flatten().copied().collect();
+            (!inside.is_empty()).then(|| {
+                serde_json::json!({
+                    "rejected": rejected_share(&inside),
+                })
+            })
+        }
+    };
     if let Some(dir) = &args.report {
         std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
         let path = dir.join("metrics.json");
@@ -141,9 +157,13 @@ pub fn run_eval(args: EvalArgs) -> Result<i32> {
                 "engine": scored.engine.to_string(),
                 "skipped": scored.failed.len(),
                 "metrics": metrics,
+                "unknown": unknown,
             }))?
         );
     } else {
+        if let Some(u) = &unknown {
+            println!("unknown: {}", describe_unknown(u));
+        }
         println!(
             "{} on {}: {}{}",
             args.model.display(),
@@ -157,4 +177,74 @@ pub fn run_eval(args: EvalArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Share of images whose unknown score rejects them (`> 1`).
+fn rejected_share(scores: &[f32]) -> f64 {
+    scores.iter().filter(|&&s| s > 1.0).count() as f64 / scores.len().max(1) as f64
+}
+
+/// Score the images under `dir` and compare them with the split's: AUROC of the unknown
+/// score (or of 1 − top probability without a rule) and the shares rejected.
+fn out_of_domain(
+    classifier: &mut Classifier,
+    dir: &std::path::Path,
+    inside: &scion_trainer::score::Scored,
+    threads: usize,
+) -> Result<serde_json::Value> {
+    let found = scion_edge::classify::inputs::expand(&[dir.display().to_string()]);
+    if found.files.is_empty() {
+        bail!("--ood {}: no images found", dir.display());
+    }
+    let paths: Vec<PathBuf> = found.files.iter().map(PathBuf::from).collect();
+    let bar = indicatif::ProgressBar::new(paths.len() as u64);
+    let outside = score(classifier, &paths, 32, threads, &mut |done| {
+        bar.set_position(done as u64);
+        true
+    })?;
+    bar.finish_and_clear();
+    for (path, reason) in &outside.failed {
+        eprintln!("warning: {}: skipped: {reason}", path.display());
+    }
+    let by_rule = classifier.rejects_unknown();
+    let scores = |s: &scion_trainer::score::Scored| -> Vec<f32> {
+        if by_rule {
+            s.unknown_scores.iter().flatten().copied().collect()
+        } else {
+            s.probs
+                .iter()
+                .flatten()
+                .map(|p| 1.0 - p.iter().copied().fold(0.0, f32::max))
+                .collect()
+        }
+    };
+    let (a, b) = (scores(inside), scores(&outside));
+    let auroc = scion_trainer::unknown::auroc(&a, &b);
+    Ok(serde_json::json!({
+        "score": if by_rule { "unknown rule" } else { "1 - top probability (no rule in the card)" },
+        "auroc": auroc,
+        "ood_images": b.len(),
+        "ood_skipped": outside.failed.len(),
+        "rejected": by_rule.then(|| rejected_share(&a)),
+        "ood_rejected": by_rule.then(|| rejected_share(&b)),
+    }))
+}
+
+fn describe_unknown(u: &serde_json::Value) -> String {
+    let pct = |v: &serde_json::Value| v.as_f64().map(|x| format!("{:.1}%", 100.0 * x));
+    let mut parts = Vec::new();
+    if let Some(r) = pct(&u["rejected"]) {
+        parts.push(format!("{r} of the split rejected"));
+    }
+    if let Some(a) = u["auroc"].as_f64() {
+        parts.push(format!(
+            "AUROC {a:.3} against {} other-domain images by {}",
+            u["ood_images"],
+            u["score"].as_str().unwrap_or("?")
+        ));
+    }
+    if let Some(r) = pct(&u["ood_rejected"]) {
+        parts.push(format!("{r} of them rejected"));
+    }
+    parts.join("; ")
 }

@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use scion_edge::engine::{EngineKind, EngineOptions};
 use scion_trainer::device::DeviceKind;
 use scion_trainer::finetune::TuneConfig;
-use scion_trainer::fit::{EpochRecord, FitConfig, FitObserver, OptimizerKind, Trained};
+use scion_trainer::fit::{
+    ClassWeight, EpochRecord, FitConfig, FitObserver, OptimizerKind, Sampler, Trained,
+};
 use scion_trainer::head::HeadSpec;
 use scion_trainer::net::freeze::Unfreeze;
 use scion_trainer::train::{TrainJob, TrainObserver, run};
@@ -50,9 +52,32 @@ pub struct TrainSetup {
     /// The head: `linear`, or `mlp:N` (a hidden layer of N with ReLU and dropout).
     #[arg(long, default_value = "linear", value_name = "linear|mlp:N")]
     head: HeadSpec,
-    /// Maximum epochs.
+    /// Maximum epochs of mini-batch training (mlp heads and fine-tuning; a linear head
+    /// on frozen features is solved exactly instead).
     #[arg(long, default_value_t = FitConfig::default().epochs)]
     pub epochs: usize,
+    /// The linear head's inverse L2 strengths to try, comma-separated (scikit-learn's C:
+    /// smaller is stronger); the best on the validation split wins. One value fixes it.
+    /// Default: 11 values from 0.001 to 100, log-spaced.
+    #[arg(long = "c", value_name = "C,...", value_delimiter = ',')]
+    c_grid: Option<Vec<f64>>,
+    /// After choosing C on the validation split, retrain the linear head on training +
+    /// validation images at that C (the metrics reported stay those measured before).
+    #[arg(long)]
+    refit: bool,
+    /// Weigh classes in the loss: `balanced` gives every class the same total weight.
+    #[arg(long, value_enum, default_value_t = ClassWeight::None)]
+    class_weight: ClassWeight,
+    /// How mini-batches are drawn: `balanced` draws every class equally often.
+    #[arg(long, value_enum, default_value_t = Sampler::Shuffle)]
+    sampler: Sampler,
+    /// Fit an "unknown" rule on the validation split (`off`: the model always names a
+    /// class).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    unknown: Switch,
+    /// Share of validation images the unknown rule must keep.
+    #[arg(long, default_value_t = 0.95, value_name = "FRACTION")]
+    unknown_recall: f32,
     /// Peak learning rate of the head (cosine-decayed to zero).
     #[arg(long, default_value_t = FitConfig::default().lr)]
     lr: f64,
@@ -125,6 +150,15 @@ pub struct TrainSetup {
     ort_lib: Option<PathBuf>,
 }
 
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
 impl TrainSetup {
     /// The job for one run: `unfreeze` / `from_scratch` say what trains.
     pub fn job(
@@ -145,6 +179,25 @@ impl TrainSetup {
         }
         if self.epochs == 0 || self.batch == 0 || self.micro_batch == Some(0) {
             bail!("--epochs, --batch and --micro-batch must be at least 1");
+        }
+        if !(self.unknown_recall > 0.0 && self.unknown_recall < 1.0) {
+            bail!(
+                "--unknown-recall {} must be between 0 and 1",
+                self.unknown_recall
+            );
+        }
+        if let Some(grid) = &self.c_grid
+            && (grid.is_empty() || grid.iter().any(|c| !(*c > 0.0 && c.is_finite())))
+        {
+            bail!("--c takes positive numbers, e.g. --c 0.1,1,10");
+        }
+        if self.refit
+            && (self.head != HeadSpec::Linear || unfreeze != Unfreeze::None || from_scratch)
+        {
+            bail!(
+                "--refit retrains the linear head on frozen features: it needs --head linear \
+                 and no --unfreeze or --from-scratch"
+            );
         }
         if let Some(scale) = self.backbone_lr_scale
             && !(scale > 0.0 && scale.is_finite())
@@ -183,6 +236,14 @@ impl TrainSetup {
                 label_smoothing: self.label_smoothing,
                 dropout: self.dropout,
                 patience: self.patience,
+                warmup_steps: 0,
+                class_weight: self.class_weight,
+                sampler: self.sampler,
+                grid: self
+                    .c_grid
+                    .clone()
+                    .unwrap_or_else(|| scion_trainer::linear::DEFAULT_GRID.to_vec()),
+                refit: self.refit,
             },
             unfreeze,
             from_scratch,
@@ -208,6 +269,7 @@ impl TrainSetup {
             },
             parity_engines,
             tolerance: self.tolerance,
+            unknown_recall: (self.unknown == Switch::On).then_some(self.unknown_recall),
         })
     }
 }
@@ -254,7 +316,7 @@ pub fn run_train(args: TrainArgs) -> Result<i32> {
         );
     }
     println!(
-        "wrote {} and {}/ (metrics.json, curves.png, confusion.png)",
+        "wrote {} and {}/ (metrics.json, run.json, confusion.png, reliability.png, worst.png)",
         report.model.display(),
         job.report_dir.display()
     );

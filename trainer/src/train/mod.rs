@@ -10,8 +10,12 @@ use scion_edge::engine::{EngineKind, EngineOptions};
 
 mod inputs;
 mod parity;
+mod quality;
 mod records;
 mod tune;
+
+use quality::SplitFeatures;
+pub use quality::{LpFtReport, ProbeReport};
 
 use parity::check_parity;
 
@@ -26,6 +30,7 @@ use crate::fit::{
     EpochRecord, FitConfig, FitError, FitObserver, Fitted, Split, StopReason, Trained,
     TrainingData, fit,
 };
+use crate::head::HeadSpec;
 use crate::loader::Loader;
 use crate::metrics::Metrics;
 use crate::net::NetError;
@@ -78,6 +83,8 @@ pub struct TrainJob {
     pub parity_engines: Vec<EngineKind>,
     /// Largest allowed probability difference in the parity check.
     pub tolerance: f32,
+    /// Share of validation images the unknown rule keeps (`None`: no rule).
+    pub unknown_recall: Option<f32>,
 }
 
 /// Why training failed.
@@ -170,6 +177,18 @@ pub struct TrainReport {
     pub parity: Vec<Parity>,
     /// The exported model.
     pub model: PathBuf,
+    /// The linear head's regularisation path (head-only linear runs).
+    pub linear_head: Option<quality::ProbeReport>,
+    /// LP-FT's probe and fine-tuned candidates (`--unfreeze` with a linear head).
+    pub lp_ft: Option<quality::LpFtReport>,
+    /// The temperature scaling, if fitted.
+    pub calibration: Option<scion_onnx::card::Calibration>,
+    /// Reliability of the validation probabilities before calibration.
+    pub uncalibrated: crate::calibrate::Reliability,
+    /// The unknown rule, if fitted.
+    pub unknown: Option<scion_onnx::card::UnknownRule>,
+    /// What was left out and why (calibration, the unknown rule).
+    pub left_out: Vec<String>,
 }
 
 impl TrainReport {
@@ -184,6 +203,18 @@ struct Relay<'a> {
     checkpoint: PathBuf,
     classes: &'a [String],
     error: Option<TrainError>,
+}
+
+impl TrainObserver for Relay<'_> {
+    fn stage(&mut self, name: &str, total: Option<usize>) {
+        self.inner.stage(name, total)
+    }
+    fn progress(&mut self, done: usize) -> bool {
+        self.inner.progress(done)
+    }
+    fn finished(&mut self, summary: &str) {
+        self.inner.finished(summary)
+    }
 }
 
 impl FitObserver for Relay<'_> {
@@ -212,6 +243,13 @@ pub fn run(
         message: e.to_string(),
     };
     let dataset = Dataset::open(&job.data, job.val_split, job.fit.seed)?;
+    if dataset.val.is_empty() && job.fit.refit {
+        return Err(TrainError::Data(format!(
+            "--refit needs a validation split to choose C on: {} has none (add a val/ \
+             folder or set --val-split above 0)",
+            job.data.display()
+        )));
+    }
     if dataset.val.is_empty() {
         return Err(TrainError::Data(format!(
             "{}: no validation images (add a val/ folder or raise --val-split)",
@@ -286,7 +324,6 @@ pub fn run(
 
     // Training.
     let started = Instant::now();
-    observer.stage("training", Some(job.fit.epochs));
     let mut relay = Relay {
         inner: observer,
         checkpoint: job.report_dir.join("checkpoint.json"),
@@ -295,6 +332,7 @@ pub fn run(
     };
     let classes = dataset.classes.len();
     let mut trainable_values = 0;
+    let (mut probe, mut lp_ft) = (None, None);
     // The tensors move into training; what stays in `prepared` are the samples.
     let source = std::mem::replace(
         &mut prepared.source,
@@ -303,7 +341,7 @@ pub fn run(
             val: Vec::new(),
         },
     );
-    let fitted: Fitted = match (source, policy) {
+    let (fitted, features): (Fitted, SplitFeatures) = match (source, policy) {
         (
             Source::Cached {
                 train_views,
@@ -313,21 +351,46 @@ pub fn run(
             Unfreeze::None,
         ) => {
             let dim = shape.iter().product();
-            let views: Vec<&[f32]> = train_views.iter().map(Vec::as_slice).collect();
-            let data = TrainingData {
-                train_views: &views,
-                train_labels: &prepared.train_labels,
-                val: Split {
-                    features: &val,
-                    labels: &prepared.val_labels,
-                },
-                dim,
-                classes,
+            let fitted = if job.fit.head == HeadSpec::Linear {
+                // Every view of a training image is one more row of the same problem.
+                let rows: Vec<f32> = train_views.concat();
+                let labels: Vec<usize> = train_views
+                    .iter()
+                    .flat_map(|_| prepared.train_labels.iter().copied())
+                    .collect();
+                let (fitted, solved) = quality::solve_linear_head(
+                    &job.fit,
+                    &rows,
+                    &labels,
+                    &val,
+                    &prepared.val_labels,
+                    dim,
+                    classes,
+                    interrupt,
+                    &mut relay,
+                )?;
+                probe = Some(quality::probe_report(&solved));
+                fitted
+            } else {
+                relay.stage("training", Some(job.fit.epochs));
+                let views: Vec<&[f32]> = train_views.iter().map(Vec::as_slice).collect();
+                let data = TrainingData {
+                    train_views: &views,
+                    train_labels: &prepared.train_labels,
+                    val: Split {
+                        features: &val,
+                        labels: &prepared.val_labels,
+                    },
+                    dim,
+                    classes,
+                };
+                fit(&data, &job.fit, &training_device, interrupt, &mut relay)?
             };
-            fit(&data, &job.fit, &training_device, interrupt, &mut relay)?
+            let train = train_views.into_iter().next().unwrap_or_default();
+            (fitted, SplitFeatures { train, val, dim })
         }
         (source, _) => {
-            let (fitted, values) = tune::fine_tune(
+            let tuned = tune::fine_tune(
                 job,
                 &backbone,
                 &prepared,
@@ -342,31 +405,65 @@ pub fn run(
                 interrupt,
                 &mut relay,
             )?;
-            trainable_values = values;
-            fitted
+            trainable_values = tuned.trainable_values;
+            lp_ft = tuned.lp_ft;
+            (tuned.fitted, tuned.features)
         }
     };
     if let Some(e) = relay.error {
         return Err(e);
     }
     let fit_seconds = started.elapsed().as_secs_f64();
-    let trained_images = prepared.train.len() * fitted.history.len();
-    observer.finished(&format!(
-        "trained {} epochs in {fit_seconds:.1}s ({:.0} images/s, {}); best epoch {}",
-        fitted.history.len(),
-        trained_images as f64 / fit_seconds.max(1e-9),
-        match fitted.stop {
-            StopReason::Completed => "all epochs",
-            StopReason::EarlyStopped => "early stop",
-            StopReason::Interrupted => "interrupted",
-        },
-        fitted.best_epoch
-    ));
+    let trained_images = prepared.train.len() * fitted.history.len().max(1);
+    if !fitted.history.is_empty() {
+        observer.finished(&format!(
+            "trained {} epochs in {fit_seconds:.1}s ({:.0} images/s, {}); best epoch {}",
+            fitted.history.len(),
+            trained_images as f64 / fit_seconds.max(1e-9),
+            match fitted.stop {
+                StopReason::Completed => "all epochs",
+                StopReason::EarlyStopped => "early stop",
+                StopReason::Interrupted => "interrupted",
+            },
+            fitted.best_epoch
+        ));
+    }
 
-    // Metrics as the trainer sees them.
-    let expected = &fitted.val_probs;
-    let flat: Vec<f32> = expected.iter().flatten().copied().collect();
+    // Calibration and the unknown rule, on the validation split.
+    let mut layers = fitted.trained.layers.clone();
+    let trust = quality::fit_trust(
+        &mut layers,
+        &features,
+        &prepared.train_labels,
+        &fitted.val_logits,
+        &prepared.val_labels,
+        classes,
+        job.unknown_recall,
+    );
+    for why in &trust.omitted {
+        if !why.ends_with("--unknown off") {
+            tracing::warn!("{why}");
+        }
+    }
+    let temperature = trust
+        .calibration
+        .as_ref()
+        .map_or(1.0, |c| f64::from(c.temperature));
+    // Metrics as the trainer sees them (before any refit, so they stay honest).
+    let shown = crate::calibrate::probabilities(&fitted.val_logits, temperature);
+    let flat: Vec<f32> = shown.iter().flatten().copied().collect();
     let metrics = Metrics::compute(&flat, &prepared.val_labels, &dataset.classes);
+    let expected = &trust.val_probs;
+    if let Some((rule, _)) = &trust.unknown {
+        observer.finished(&format!(
+            "unknown rule: top-1 probability below {:.3} or prototype distance above {:.2}; \
+             rejects {:.1}% of validation images (target ≤ {:.0}%)",
+            rule.min_prob,
+            rule.max_distance,
+            100.0 * rule.val_rejected,
+            100.0 * (1.0 - rule.recall)
+        ));
+    }
 
     // Export.
     let training = serde_json::json!({
@@ -384,6 +481,9 @@ pub fn run(
         "val_images": prepared.val.len(),
         "best_epoch": fitted.best_epoch,
         "stop": fitted.stop,
+        "linear_head": probe,
+        "lp_ft": lp_ft,
+        "left_out": trust.omitted,
     });
     let references = prepared
         .val
@@ -407,7 +507,7 @@ pub fn run(
     let mut model = crate::export::build(
         &source_model,
         &backbone.feature_tensor,
-        &fitted.trained.layers,
+        &layers,
         crate::export::ExportInfo {
             name,
             labels: dataset.classes.clone(),
@@ -416,6 +516,8 @@ pub fn run(
             training,
             metrics: serde_json::json!({ "validation": summary_json(&metrics) }),
             references,
+            calibration: trust.calibration.clone(),
+            unknown: trust.unknown.clone(),
         },
     )?;
     drop(source_model);
@@ -428,6 +530,7 @@ pub fn run(
         &model,
         &val_paths,
         expected,
+        trust.val_unknown_scores.as_deref(),
         &dataset_fingerprint,
         observer,
     )?;
@@ -458,8 +561,14 @@ pub fn run(
         metrics,
         parity: parities,
         model: job.out.clone(),
+        linear_head: probe,
+        lp_ft,
+        calibration: trust.calibration,
+        uncalibrated: trust.before,
+        unknown: trust.unknown.map(|(rule, _)| rule),
+        left_out: trust.omitted,
     };
-    write_reports(&job.report_dir, &report)?;
+    write_reports(&job.report_dir, &report, &prepared.val, &shown)?;
     Ok(report)
 }
 

@@ -18,6 +18,7 @@ pub(super) fn check_parity(
     model: &ModelProto,
     val_paths: &[PathBuf],
     expected: &[Vec<f32>],
+    expected_unknown: Option<&[f32]>,
     dataset_fingerprint: &str,
     observer: &mut dyn TrainObserver,
 ) -> Result<Vec<Parity>, TrainError> {
@@ -49,7 +50,7 @@ pub(super) fn check_parity(
                     job.threads,
                     &mut |done| observer.progress(done),
                 )?;
-                let p = parity(&scored, expected, job.tolerance);
+                let p = parity(&scored, expected, expected_unknown, job.tolerance);
                 if p.passed {
                     let _ = std::fs::create_dir_all(record.parent().expect("a folder"));
                     let json = serde_json::to_vec(&p).expect("parity serializes");
@@ -61,11 +62,14 @@ pub(super) fn check_parity(
             }
         };
         observer.finished(&format!(
-            "parity on {kind}: {} images, {} top-1 mismatches, max |Δp| {:.2e} (tolerance {:.0e}): {} ({how})",
+            "parity on {kind}: {} images, {} top-1 mismatches, max |Δp| {:.2e} (tolerance {:.0e}){}: {} ({how})",
             p.images,
             p.top1_mismatches,
             p.max_prob_diff,
             p.tolerance,
+            p.max_unknown_score_diff
+                .map(|d| format!(", unknown score within {d:.1e}"))
+                .unwrap_or_default(),
             if p.passed { "ok" } else { "FAILED" }
         ));
         parities.push(p);

@@ -152,7 +152,12 @@ pub(super) fn write_checkpoint(
 /// `metrics.json`, `history.json`, `parity.json`, `run.json`, `curves.png`, `confusion.png`
 /// in the report folder. A missing font skips the plots with a warning; the numbers are
 /// still written.
-pub(super) fn write_reports(dir: &Path, report: &TrainReport) -> Result<(), TrainError> {
+pub(super) fn write_reports(
+    dir: &Path,
+    report: &TrainReport,
+    val: &[Sample],
+    val_probs: &[Vec<f32>],
+) -> Result<(), TrainError> {
     let write = |name: &str, value: &dyn erased::Json| -> Result<(), TrainError> {
         let path = dir.join(name);
         scion_onnx::io::write_atomically(&path, value.to_json().as_bytes()).map_err(|e| {
@@ -181,17 +186,91 @@ pub(super) fn write_reports(dir: &Path, report: &TrainReport) -> Result<(), Trai
             "best_epoch": report.best_epoch,
             "stop": report.stop,
             "top1": report.metrics.top1,
+            "linear_head": report.linear_head,
+            "lp_ft": report.lp_ft,
+            "calibration": report.calibration,
+            "uncalibrated": {
+                "ece": report.uncalibrated.ece,
+                "brier": report.uncalibrated.brier,
+            },
+            "unknown": report.unknown,
+            "left_out": report.left_out,
         }),
     )?;
+    let curves = if report.history.is_empty() {
+        // The solved linear head has no epochs; its path over C is in run.json.
+        Ok(())
+    } else {
+        crate::plots::curves(&report.history, report.best_epoch, &dir.join("curves.png"))
+    };
     for result in [
-        crate::plots::curves(&report.history, report.best_epoch, &dir.join("curves.png")),
+        curves,
         crate::plots::confusion(&report.metrics, &dir.join("confusion.png")),
+        crate::plots::reliability(&report.metrics, &dir.join("reliability.png")),
+        worst_sheet(val, val_probs, &report.classes, &dir.join("worst.png")),
     ] {
         if let Err(e) = result {
             tracing::warn!("plot skipped: {e}");
         }
     }
     Ok(())
+}
+
+/// The validation images with the highest loss, worst first, six per row.
+fn worst_sheet(
+    val: &[Sample],
+    probs: &[Vec<f32>],
+    classes: &[String],
+    path: &Path,
+) -> Result<(), crate::plots::PlotError> {
+    use crate::sheets::{Cell, Mark, Row, sheet, thumbnail};
+    let mut losses: Vec<(f32, usize)> = probs
+        .iter()
+        .zip(val)
+        .enumerate()
+        .map(|(i, (p, s))| (-p[s.class].max(1e-12).ln(), i))
+        .collect();
+    losses.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let cells: Vec<Cell> = losses
+        .iter()
+        .take(24)
+        .map(|&(loss, i)| {
+            let predicted = crate::fit::argmax(&probs[i]);
+            Cell {
+                image: thumbnail(&val[i].path, 96),
+                caption: format!(
+                    "{} ({:.0}%)\nis {}, loss {loss:.1}",
+                    classes[predicted],
+                    100.0 * probs[i][predicted],
+                    classes[val[i].class]
+                ),
+                mark: Some(if predicted == val[i].class {
+                    Mark::Good
+                } else {
+                    Mark::Bad
+                }),
+            }
+        })
+        .collect();
+    let rows: Vec<Row> = cells
+        .chunks(6)
+        .enumerate()
+        .map(|(r, chunk)| Row {
+            title: format!(
+                "highest validation loss, {}-{}",
+                6 * r + 1,
+                6 * r + chunk.len()
+            ),
+            cells: chunk.to_vec(),
+        })
+        .collect();
+    sheet(
+        "validation images the model gets most wrong",
+        &rows,
+        96,
+        path,
+    )
+    .map(drop)
 }
 
 mod erased {

@@ -9,12 +9,14 @@ use burn::prelude::Device;
 use scion_edge::augment::Augmentation;
 
 use super::inputs::{Prepared, Source};
-use super::{TrainError, TrainJob};
+use super::quality::{LpFtReport, SplitFeatures, lp_ft_report, solve_linear_head};
+use super::{TrainError, TrainJob, TrainObserver};
 use crate::backbone::Backbone;
 use crate::dataset::Sample;
 use crate::features::ImageHash;
 use crate::finetune::{FineTune, TrunkInputs};
-use crate::fit::{FitObserver, Fitted, check_labels, train_loop};
+use crate::fit::{Fitted, Trained, check_labels, train_loop};
+use crate::head::HeadSpec;
 use crate::loader::Loader;
 use crate::net::{LoadOptions, Program};
 
@@ -26,8 +28,23 @@ pub(super) struct Start<'a> {
     pub trainable: HashSet<String>,
 }
 
-/// Train the backbone's unfrozen layers with a new head; returns the result and how many
-/// backbone values trained.
+/// What fine-tuning produced.
+pub(super) struct Tuned {
+    /// The exported weights (the fine-tuned model, or the probe when it did better).
+    pub fitted: Fitted,
+    /// Backbone values that trained.
+    pub trainable_values: usize,
+    /// Features of both splits under the exported weights.
+    pub features: SplitFeatures,
+    /// LP-FT's two candidates, when the head is linear and the backbone pretrained.
+    pub lp_ft: Option<LpFtReport>,
+}
+
+/// Train the backbone's unfrozen layers with a head. A linear head on a pretrained
+/// backbone starts as the converged probe on the frozen features (LP-FT, Kumar et al.
+/// 2022), with a one-epoch warm-up, so fine-tuning starts where head-only training ends;
+/// the probe is exported instead when fine-tuning does not lower the calibrated
+/// validation loss.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn fine_tune(
     job: &TrainJob,
@@ -39,8 +56,8 @@ pub(super) fn fine_tune(
     loader: &Loader,
     device: &Device,
     interrupt: &AtomicBool,
-    observer: &mut dyn FitObserver,
-) -> Result<(Fitted, usize), TrainError> {
+    observer: &mut dyn TrainObserver,
+) -> Result<Tuned, TrainError> {
     check_labels(&prepared.train_labels, &prepared.val_labels, classes)?;
     let net_err =
         |e: crate::net::NetError| TrainError::Data(format!("{}: {e}", job.backbone.display()));
@@ -117,12 +134,83 @@ pub(super) fn fine_tune(
         val,
         device,
     )?;
+    let classes_present = classes;
+    let lp = if job.fit.head == HeadSpec::Linear && !job.from_scratch {
+        observer.stage("features for the linear probe", None);
+        let train = learner.features(false)?;
+        let val = learner.features(true)?;
+        let dim = val.len() / prepared.val_labels.len().max(1);
+        let (_, probe) = solve_linear_head(
+            &job.fit,
+            &train,
+            &prepared.train_labels,
+            &val,
+            &prepared.val_labels,
+            dim,
+            classes_present,
+            interrupt,
+            observer,
+        )?;
+        learner.set_head(std::slice::from_ref(&probe.dense));
+        Some((probe, SplitFeatures { train, val, dim }))
+    } else {
+        None
+    };
+    let mut config = job.fit.clone();
+    if lp.is_some() {
+        config.warmup_steps = prepared.train_labels.len().div_ceil(config.batch.max(1));
+    }
+    observer.stage("training", Some(config.epochs));
     let fitted = train_loop(
         &mut learner,
         &prepared.val_labels,
-        &job.fit,
+        &config,
         interrupt,
         observer,
     )?;
-    Ok((fitted, trainable_values))
+    let tuned_features = || -> Result<SplitFeatures, TrainError> {
+        let train = learner.features(false)?;
+        let val = learner.features(true)?;
+        let dim = val.len() / prepared.val_labels.len().max(1);
+        Ok(SplitFeatures { train, val, dim })
+    };
+    let Some((probe, probe_features)) = lp else {
+        return Ok(Tuned {
+            features: tuned_features()?,
+            fitted,
+            trainable_values,
+            lp_ft: None,
+        });
+    };
+    let report = lp_ft_report(&probe, &fitted.val_logits, &prepared.val_labels);
+    observer.finished(&format!(
+        "LP-FT: probe val top-1 {:.2}% (calibrated loss {:.4}), fine-tuned {:.2}% ({:.4}): exporting the {}",
+        100.0 * report.probe_top1,
+        report.probe_loss,
+        100.0 * report.tuned_top1,
+        report.tuned_loss,
+        report.exported
+    ));
+    if report.exported == "probe" {
+        let fitted = Fitted {
+            trained: Trained {
+                layers: vec![probe.dense.clone()],
+                backbone: Vec::new(),
+            },
+            val_logits: probe.val_logits.clone(),
+            ..fitted
+        };
+        return Ok(Tuned {
+            fitted,
+            trainable_values,
+            features: probe_features,
+            lp_ft: Some(report),
+        });
+    }
+    Ok(Tuned {
+        features: tuned_features()?,
+        fitted,
+        trainable_values,
+        lp_ft: Some(report),
+    })
 }
