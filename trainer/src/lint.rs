@@ -215,7 +215,8 @@ pub fn lint(root: &Path, options: LintOptions) -> Result<Report, DatasetError> {
             && *hi as f32 / *lo as f32 > options.imbalance
         {
             warn.push(format!(
-                "imbalanced {split}/: '{hi_c}' has {hi} images, '{lo_c}' only {lo} ({:.1}x)",
+                "imbalanced {split}/: '{hi_c}' has {hi} images, '{lo_c}' only {lo} ({:.1}x); \
+                 train with --class-weight balanced (or --sampler balanced) so every class counts alike",
                 *hi as f32 / *lo as f32
             ));
         }

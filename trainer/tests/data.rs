@@ -220,6 +220,7 @@ fn lint_finds_each_kind_of_problem() {
         "{text}"
     );
     assert!(has(Severity::Warning, "imbalanced train/"), "{text}");
+    assert!(has(Severity::Warning, "--class-weight balanced"), "{text}");
     assert!(
         has(Severity::Warning, "not images") && text.contains("notes.txt"),
         "{text}"

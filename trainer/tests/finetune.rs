@@ -103,7 +103,10 @@ fn unfrozen_blocks_train_are_written_back_and_pass_parity() {
     let backbone = asset("models/efficientnet-lite0.onnx");
     let tune = |out: &Path, extra: &[&str]| {
         train(&backbone, &data, out)
+            // An MLP head trains by mini-batches from the start (no probe to fall back on),
+            // without dropout so micro-batches see the same network as whole batches.
             .args(["--unfreeze", "last:2", "--epochs", "1", "--batch", "8"])
+            .args(["--head", "mlp:8", "--dropout", "0"])
             .args(extra)
             .assert()
             .success()
@@ -164,6 +167,37 @@ fn unfrozen_blocks_train_are_written_back_and_pass_parity() {
     for name in &changed {
         let d = max_diff(&after[*name], &accumulated[*name]);
         assert!(d < 1e-5, "{name}: {d}");
+    }
+}
+
+#[test]
+fn lp_ft_starts_from_the_probe_and_exports_the_better_of_the_two() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    fmnist(&data, 6, 5, 3);
+    let backbone = asset("models/efficientnet-lite0.onnx");
+    let out = dir.path().join("lpft.onnx");
+    train(&backbone, &data, &out)
+        .args(["--unfreeze", "last:2", "--epochs", "2", "--batch", "8"])
+        .assert()
+        .success()
+        .stderr(contains("linear head: C = "))
+        .stderr(contains("LP-FT: probe val top-1"))
+        .stdout(contains("FAILED").not());
+    let run = run_json(&dir.path().join("lpft.report"));
+    let lp = &run["lp_ft"];
+    let (probe, tuned) = (
+        lp["probe_loss"].as_f64().expect("loss"),
+        lp["tuned_loss"].as_f64().expect("loss"),
+    );
+    let exported = initializers(&out);
+    let changed = initializers(&backbone)
+        .iter()
+        .any(|(name, v)| exported.get(name).is_some_and(|a| max_diff(a, v) > 0.0));
+    match lp["exported"].as_str() {
+        Some("fine-tuned") => assert!(tuned < probe && changed, "{lp}"),
+        Some("probe") => assert!(probe <= tuned && !changed, "{lp}"),
+        other => panic!("exported {other:?}"),
     }
 }
 

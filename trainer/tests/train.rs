@@ -187,6 +187,7 @@ fn ctrl_c_during_training_exports_the_best_epoch() {
         .arg("--cache")
         .arg(&cache)
         .args(["--epochs", "1000000", "--patience", "0", "--batch", "2"])
+        .args(["--head", "mlp:8"])
         .env("ORT_DYLIB_PATH", ort_lib())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -225,4 +226,94 @@ fn ctrl_c_during_training_exports_the_best_epoch() {
     let training = model.card.provenance.training.expect("training");
     assert_eq!(training["stop"], "interrupted");
     assert!(training["best_epoch"].as_u64().expect("epoch") >= 1);
+}
+
+#[test]
+fn calibration_and_the_unknown_rule_need_enough_validation_images() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, cache) = (dir.path().join("data"), dir.path().join("cache"));
+    fmnist(&data, 10, 3);
+    let out = dir.path().join("few.onnx");
+    // 20% of 10 per class: 2 validation images each, too few to fit either.
+    train(&data, &out, &cache)
+        .assert()
+        .success()
+        .stderr(contains("calibration left out").and(contains("at least 5 per class")));
+    let card = scion_edge::Model::load(&out, &scion_edge::ContractOverrides::default())
+        .expect("model")
+        .card;
+    assert!(card.calibration.is_none() && card.unknown.is_none());
+    let training = card.provenance.training.expect("training");
+    assert!(
+        training["left_out"]
+            .as_array()
+            .expect("reasons")
+            .iter()
+            .any(|r| r
+                .as_str()
+                .is_some_and(|r| r.starts_with("unknown rule left out"))),
+        "{training}"
+    );
+
+    // Half of each class held out: 5 each, enough. Balanced weights and a refit.
+    let out = dir.path().join("refit.onnx");
+    train(&data, &out, &cache)
+        .args([
+            "--val-split",
+            "0.5",
+            "--class-weight",
+            "balanced",
+            "--refit",
+        ])
+        .args(["--c", "0.01,0.1,1"])
+        .assert()
+        .success()
+        .stderr(contains("refit on training + validation images"));
+    let card = scion_edge::Model::load(&out, &scion_edge::ContractOverrides::default())
+        .expect("model")
+        .card;
+    assert!(
+        card.calibration.is_some() && card.unknown.is_some(),
+        "{card:?}"
+    );
+    let training = card.provenance.training.expect("training");
+    assert_eq!(training["fit"]["class_weight"], "balanced");
+    assert_eq!(training["linear_head"]["refit"], true);
+    assert_eq!(
+        training["linear_head"]["grid"].as_array().map(Vec::len),
+        Some(6),
+        "3 values of C, two scalings"
+    );
+}
+
+#[test]
+fn quality_flags_refuse_what_cannot_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, cache, out) = (
+        dir.path().join("data"),
+        dir.path().join("cache"),
+        dir.path().join("m.onnx"),
+    );
+    fmnist(&data, 4, 2);
+    train(&data, &out, &cache)
+        .args(["--refit", "--val-split", "0"])
+        .assert()
+        .code(1)
+        .stderr(contains("--refit needs a validation split").and(contains("--val-split")));
+    train(&data, &out, &cache)
+        .args(["--refit", "--unfreeze", "last:1"])
+        .assert()
+        .code(1)
+        .stderr(contains("--refit retrains the linear head").and(contains("--unfreeze")));
+    train(&data, &out, &cache)
+        .args(["--unknown-recall", "1.5"])
+        .assert()
+        .code(1)
+        .stderr(contains("--unknown-recall 1.5"));
+    train(&data, &out, &cache)
+        .args(["--c", "0.1,-1"])
+        .assert()
+        .code(1)
+        .stderr(contains("--c takes positive numbers"));
+    assert!(!out.exists(), "no model is written on error");
 }

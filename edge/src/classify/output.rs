@@ -344,7 +344,7 @@ mod tests {
         let line = ok("we,ird \"name\".jpg").to_line(Format::Csv, 1);
         assert_eq!(
             line,
-            r#""we,ird ""name"".jpg",tract,"goldfish, Carassius auratus",1,0.5,"#
+            r#""we,ird ""name"".jpg",tract,,"goldfish, Carassius auratus",1,0.5,"#
         );
         assert_eq!(
             csv_first_field(&line).as_deref(),

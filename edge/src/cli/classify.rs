@@ -42,7 +42,7 @@ pub struct ClassifyArgs {
     shard: Option<Shard>,
     /// Apply the model's "unknown" rule, when its card has one: records get
     /// `"unknown": true|false` (`off`: always name a class, no field).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = super::parse_switch)]
+    #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set, value_parser = super::parse_switch)]
     unknown: bool,
     #[command(flatten)]
     engine: EngineArgs,
