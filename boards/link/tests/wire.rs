@@ -146,3 +146,31 @@ fn a_name_too_long_for_a_frame_is_refused_at_encoding() {
         ErrorKind::BufferTooSmall
     );
 }
+
+#[test]
+fn the_unknown_label_is_65535_on_the_wire() {
+    let message = Message::Result {
+        label: scion_link::UNKNOWN_LABEL,
+        score: 0.75,
+        seq: 300,
+        latency_us: 14_000,
+    };
+    let mut frame = [0u8; MAX_FRAME];
+    let n = encode(&message, &mut frame).expect("fits");
+    // The frame SPEC.md gives for it.
+    let written = SPEC
+        .split("is then the top class's probability; on the wire, `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .expect("the unknown example in SPEC.md");
+    let bytes: Vec<u8> = written
+        .split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).expect("hex byte"))
+        .collect();
+    assert_eq!(&frame[..n], bytes.as_slice());
+    let mut decoder: Decoder = Decoder::new();
+    for &b in &bytes[..bytes.len() - 1] {
+        assert!(decoder.push(b).is_none());
+    }
+    assert_eq!(decoder.push(0), Some(Ok(message)));
+}
