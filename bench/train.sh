@@ -156,11 +156,13 @@ for name in sorted(os.listdir(src)):
         img.crop(box).save(os.path.join(dst, f"{stem}-crop{i}.jpg"), quality=92)
 PY
 fi
-"$scion" eval --model "$work/fmnist.onnx" --data "$data" --ood "$ood" --json 2>/dev/null | "$py" -c '
+"$scion" eval --model "$work/fmnist.onnx" --data "$data" --ood "$ood" --json 2>/dev/null >"$work/ood.json"
+"$py" - "$work/ood.json" <<'PY'
 import json, sys
-u = json.load(sys.stdin)["unknown"]
-print(f"  AUROC {u[\"auroc\"]:.3f} (target >= 0.95) over {u[\"ood_images\"]} natural images; {100 * u[\"ood_rejected\"]:.1f}% of them rejected; "
-      f"in-domain kept {100 * (1 - u[\"rejected\"]):.1f}% (target >= 95%)")'
+u = json.load(open(sys.argv[1]))["unknown"]
+print(f"  AUROC {u['auroc']:.3f} (target >= 0.95) over {u['ood_images']} natural images; "
+      f"{100 * u['ood_rejected']:.1f}% of them rejected; in-domain kept {100 * (1 - u['rejected']):.1f}% (target >= 95%)")
+PY
 
 echo "== 5. LP-FT at 112 px: head only vs --unfreeze last:2 ($lpft_epochs epochs)"
 small=$work/efficientnet-lite0-112.onnx
@@ -189,11 +191,12 @@ if [ ! -d "$big/val" ]; then
 fi
 "$scion" train --backbone "$backbone" --data "$big" --cache "$work/cache" --threads 2 \
   --out "$work/fmnist-10k.onnx" >"$work/10k.log" 2>&1 || { cat "$work/10k.log"; exit 1; }
-"$py" -c '
+"$py" - "$work/fmnist-10k.report/run.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"  {r[\"train_images\"]} images: solver {r[\"fit_seconds\"]:.1f} s (target < 10 s), {len(r[\"linear_head\"][\"grid\"])} grid points, top-1 {100 * r[\"top1\"]:.1f}%")' \
-  "$work/fmnist-10k.report/run.json"
+print(f"  {r['train_images']} images: solver {r['fit_seconds']:.1f} s (target < 10 s), "
+      f"{len(r['linear_head']['grid'])} grid points, top-1 {100 * r['top1']:.1f}%")
+PY
 
 echo "== 7. loader vs engine at 224 px, 2 threads, camera-size JPEGs with augmented views"
 photos=$root/bench/.data

@@ -99,7 +99,7 @@ impl Metrics {
                 count: confusion[t][p],
             })
             .collect();
-        pairs.sort_by(|a, b| b.count.cmp(&a.count));
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.count));
         pairs.truncate(5);
         Metrics {
             images: n,
