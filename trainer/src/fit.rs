@@ -534,19 +534,6 @@ fn balanced_draws(labels: &[usize], counts: &[usize], rng: &mut SplitMix64, orde
     }
 }
 
-/// Mean cross-entropy and top-1 of probabilities against labels.
-pub fn score_probs(probs: &[Vec<f32>], labels: &[usize]) -> (f64, f64) {
-    let (mut loss, mut correct) = (0.0f64, 0usize);
-    for (p, &label) in probs.iter().zip(labels) {
-        loss -= f64::from(p[label].max(1e-12)).ln();
-        if argmax(p) == label {
-            correct += 1;
-        }
-    }
-    let n = labels.len().max(1) as f64;
-    (loss / n, correct as f64 / n)
-}
-
 /// The cosine schedule: `peak` at step 0, decaying to 0 at `total`.
 fn cosine(peak: f64, step: usize, total: usize) -> f64 {
     peak * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos())

@@ -622,23 +622,26 @@ mod tests {
         let (x, y) = blobs(90, 2);
         let (xv, yv) = blobs(30, 3);
         let never = AtomicBool::new(false);
-        let probe = fit_probe(
-            &ProbeData {
-                train: &x,
-                train_labels: &y,
-                train_weights: None,
-                val: &xv,
-                val_labels: &yv,
-                dim: 4,
-                classes: 3,
-            },
-            &[0.1, 1.0],
-            false,
-            &SolverConfig::default(),
-            &never,
-            &mut |_| {},
-        )
-        .expect("fits");
+        let fit = || {
+            fit_probe(
+                &ProbeData {
+                    train: &x,
+                    train_labels: &y,
+                    train_weights: None,
+                    val: &xv,
+                    val_labels: &yv,
+                    dim: 4,
+                    classes: 3,
+                },
+                &[0.1, 1.0],
+                false,
+                &SolverConfig::default(),
+                &never,
+                &mut |_| {},
+            )
+            .expect("fits")
+        };
+        let probe = fit();
         assert!(probe.grid.iter().all(|p| p.converged), "{:?}", probe.grid);
         assert!(
             probe.grid.iter().any(|p| p.val_acc > 0.8),
@@ -653,23 +656,7 @@ mod tests {
             }
         }
         // Deterministic: the same inputs give the same bits.
-        let again = fit_probe(
-            &ProbeData {
-                train: &x,
-                train_labels: &y,
-                train_weights: None,
-                val: &xv,
-                val_labels: &yv,
-                dim: 4,
-                classes: 3,
-            },
-            &[0.1, 1.0],
-            false,
-            &SolverConfig::default(),
-            &never,
-            &mut |_| {},
-        )
-        .expect("fits");
+        let again = fit();
         assert_eq!(again.dense, probe.dense);
     }
 }

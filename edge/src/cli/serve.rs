@@ -270,8 +270,9 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         None => None,
     };
     let model_path = store::initial_model(store.as_deref(), config.model.as_deref())?;
-    let model = prepare_file(&model_path, &*prepare)
+    let mut model = prepare_file(&model_path, &*prepare)
         .with_context(|| format!("model {}", model_path.display()))?;
+    model.classifier.set_unknown(config.unknown);
     tracing::info!(
         "serving {} ({}) on {}",
         model.info.name,
@@ -380,7 +381,7 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         &config.sinks,
         &config.gpio,
         &board.profile,
-        &answer_labels(&model.classifier, config.unknown),
+        &model.classifier.answer_labels(),
         hub.clone(),
     )?;
     let mut source = Reconnecting::new(
@@ -441,13 +442,4 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         ServeStats::quantile(&stats.latencies_ms, 0.99),
     );
     Ok(0)
-}
-
-/// The labels the service can announce with the unknown rule `on` or not.
-fn answer_labels(classifier: &scion_edge::Classifier, on: bool) -> Vec<String> {
-    let mut labels = classifier.card().labels.clone();
-    if on && classifier.card().unknown.is_some() {
-        labels.push(scion_edge::classifier::UNKNOWN.into());
-    }
-    labels
 }

@@ -369,7 +369,7 @@ pub fn run(
                     interrupt,
                     &mut relay,
                 )?;
-                probe = Some(quality::probe_report(&solved));
+                probe = Some(ProbeReport::of(&solved));
                 fitted
             } else {
                 relay.stage("training", Some(job.fit.epochs));

@@ -38,7 +38,8 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
-    fn of(probe: &Probe) -> ProbeReport {
+    /// The report of a fitted probe.
+    pub(super) fn of(probe: &Probe) -> ProbeReport {
         ProbeReport {
             c: probe.c,
             scaling: probe.scaling,
@@ -182,11 +183,6 @@ pub(super) fn lp_ft_report(
         }
         .into(),
     }
-}
-
-/// The probe's report for `scion train` without fine-tuning.
-pub(super) fn probe_report(probe: &Probe) -> ProbeReport {
-    ProbeReport::of(probe)
 }
 
 /// Calibration and the unknown rule, fitted on validation; what was left out and why.
