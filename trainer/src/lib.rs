@@ -19,6 +19,7 @@
 
 pub mod backbone;
 pub mod calibrate;
+pub mod captures;
 pub mod dataset;
 pub mod device;
 pub mod experiment;

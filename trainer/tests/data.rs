@@ -247,3 +247,139 @@ fn lint_with_only_warnings_exits_zero() {
         .success()
         .stdout(contains("0 errors, 10 warnings"));
 }
+
+/// Frames a device collected (written by scion-edge's own collector, from Fashion-MNIST
+/// images) become a training folder: guesses as folders, a person's confirmations and
+/// moves win, unknowns and corrupt files are left out and counted, a rerun adds nothing.
+#[test]
+fn import_captures_turns_a_device_capture_folder_into_training_data() {
+    use scion_edge::serve::collect::{CollectSection, Collector, Policy, read_sidecar, sidecar};
+    use scion_edge::serve::hub::ModelInfo;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("source");
+    import(&source, 2);
+    let captures = dir.path().join("captures");
+    let collector = Collector::start(&captures, CollectSection::default()).expect("collector");
+    let labels: Vec<String> = FASHION_MNIST_CLASSES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let model = ModelInfo {
+        name: "fmnist".into(),
+        sha256: "ab".repeat(32),
+        path: "m.onnx".into(),
+        engine: "tract".into(),
+        classes: 10,
+        summary: Default::default(),
+    };
+    let mut saved = Vec::new();
+    for (seq, (class, guess, unknown)) in [
+        ("bag", "bag", false),
+        ("bag", "coat", false),
+        ("sneaker", "sneaker", false),
+        ("shirt", "shirt", true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let png = files(&source.join(class))[0].clone();
+        let image = scion_edge::preprocess::decode_rgb(&std::fs::read(&png).expect("png"), None)
+            .expect("decode");
+        let index = labels.iter().position(|l| l == guess).expect("label");
+        let mut probs = vec![0.01; 10];
+        probs[index] = 0.91;
+        let top = vec![scion_edge::postprocess::Ranked {
+            label: guess.into(),
+            index,
+            prob: 0.91,
+        }];
+        let side = sidecar(
+            seq as u64,
+            Policy::LowConfidence,
+            &labels,
+            &probs,
+            &top,
+            Some(unknown),
+            Some(0.1),
+            None,
+            &model,
+        );
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        collector.submit(image, side, Some(tx));
+        saved.push(rx.recv().expect("answer").expect("saved"));
+    }
+    // A person confirms the misread bag on the device's page, and moves the sneaker by hand.
+    let bag_as_coat = saved[1]
+        .path
+        .strip_prefix(&captures)
+        .expect("inside")
+        .to_string_lossy()
+        .into_owned();
+    collector.confirm(&bag_as_coat, "bag").expect("confirm");
+    collector.finish();
+    std::fs::create_dir_all(captures.join("sandal")).expect("folder");
+    let sneaker = &saved[2].path;
+    let moved = captures
+        .join("sandal")
+        .join(sneaker.file_name().expect("name"));
+    std::fs::rename(sneaker, &moved).expect("move");
+    std::fs::rename(sneaker.with_extension("json"), moved.with_extension("json"))
+        .expect("move sidecar");
+    assert_eq!(read_sidecar(&moved).expect("sidecar").guess, "sneaker");
+    std::fs::write(
+        captures.join("bag").join("99-99.jpg"),
+        b"\xff\xd8 not really",
+    )
+    .expect("corrupt");
+
+    let data = dir.path().join("data");
+    let run = |extra: &[&str]| {
+        scion()
+            .args(["data", "import-captures"])
+            .arg(&captures)
+            .arg("--out")
+            .arg(&data)
+            .args(extra)
+            .assert()
+    };
+    run(&[])
+        .code(2)
+        .stdout(contains("3 images added (bag 2, sandal 1)"))
+        .stdout(contains("1 left out: rejected as unknown"))
+        .stdout(contains("99-99.jpg"));
+    let names = |class: &str| files(&data.join(class)).len();
+    assert_eq!(
+        (
+            names("bag"),
+            names("sandal"),
+            names("coat"),
+            names("unknown")
+        ),
+        (2, 1, 0, 0)
+    );
+    // Again: nothing new, nothing twice.
+    run(&[])
+        .code(2)
+        .stdout(contains("0 images added"))
+        .stdout(contains("3 already there"));
+    assert_eq!(files(&data).len(), 3);
+    // Only what a person labelled.
+    let confirmed = dir.path().join("confirmed");
+    scion()
+        .args(["data", "import-captures"])
+        .arg(&captures)
+        .arg("--out")
+        .arg(&confirmed)
+        .arg("--confirmed-only")
+        .assert()
+        .success()
+        .stdout(contains("2 images added (bag 1, sandal 1)"))
+        .stdout(contains("3 left out: not confirmed"));
+    scion()
+        .args(["data", "import-captures", "/nonexistent/captures", "--out"])
+        .arg(&data)
+        .assert()
+        .failure()
+        .stderr(contains("/nonexistent/captures: not a folder"));
+}

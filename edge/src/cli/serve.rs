@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use scion_edge::engine::{EngineKind, EngineOptions, Policy};
+use scion_edge::serve::collect::{self, Collector};
 use scion_edge::serve::hub::Hub;
 use scion_edge::serve::{Output, ServeConfig, ServeStats, run};
 use scion_edge::service::config::{DEFAULT_CONFIG_PATH, EdgeConfig};
@@ -98,10 +99,31 @@ pub struct ServeArgs {
     /// Baud rate of --uart [key: sinks.uart.baud].
     #[arg(long, value_name = "BAUD", help_heading = "Hardware")]
     uart_baud: Option<u32>,
-    /// Save frames here, one folder per label (capture button, POST /v1/capture)
-    /// [key: capture_dir].
-    #[arg(long, value_name = "DIR", help_heading = "Hardware")]
+    /// Save frames for the next training round here, one folder per guessed label with a
+    /// JSON sidecar each (capture button, POST /v1/capture, --collect) [key: capture_dir].
+    #[arg(long, value_name = "DIR", help_heading = "Collecting")]
     capture_dir: Option<PathBuf>,
+    /// Save frames by themselves: low_confidence, label_change, unknown, every_s
+    /// (comma-separated) [key: collect.policies].
+    #[arg(
+        long,
+        value_name = "POLICIES",
+        value_delimiter = ',',
+        help_heading = "Collecting"
+    )]
+    collect: Option<Vec<scion_edge::serve::collect::Policy>>,
+    /// low_confidence: save frames whose top-1 probability is below P [key: collect.below].
+    #[arg(long, value_name = "P", help_heading = "Collecting")]
+    collect_below: Option<f32>,
+    /// every_s: seconds between two saved frames [key: collect.every_s].
+    #[arg(long, value_name = "S", help_heading = "Collecting")]
+    collect_every: Option<f64>,
+    /// Most images kept per folder, oldest dropped first [key: collect.per_label].
+    #[arg(long, value_name = "N", help_heading = "Collecting")]
+    collect_per_label: Option<usize>,
+    /// Disk budget of the capture folder in MiB, oldest dropped first [key: collect.max_mb].
+    #[arg(long, value_name = "MIB", help_heading = "Collecting")]
+    collect_max_mb: Option<u64>,
     /// Use this board profile instead of detecting it (`scion-edge boards --list`) [key: board].
     #[arg(long, value_name = "ID", help_heading = "Hardware")]
     board: Option<String>,
@@ -172,6 +194,22 @@ impl ServeArgs {
             uart.baud = baud;
         }
         set(&mut config.capture_dir, &self.capture_dir);
+        let collect = &mut config.collect;
+        if let Some(policies) = &self.collect {
+            collect.policies.clone_from(policies);
+        }
+        if let Some(p) = self.collect_below {
+            collect.below = p;
+        }
+        if let Some(s) = self.collect_every {
+            collect.every_s = s;
+        }
+        if let Some(n) = self.collect_per_label {
+            collect.per_label = n;
+        }
+        if let Some(mb) = self.collect_max_mb {
+            collect.max_mb = mb;
+        }
         set(&mut config.board, &self.board);
         let engine = &self.engine;
         if let Some(kind) = engine.engine {
@@ -297,6 +335,36 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
             .context("cannot install the SIGTERM/Ctrl-C handler")?;
     }
     let hub = Arc::new(Hub::new());
+    if let Some(dir) = &config.capture_dir {
+        let collector = Collector::start(dir, config.collect.clone())
+            .with_context(|| format!("capture_dir {}", dir.display()))?;
+        let stats = collector.stats();
+        tracing::info!(
+            "collecting into {} ({} images there; policies: {})",
+            dir.display(),
+            stats.files,
+            if config.collect.policies.is_empty() {
+                "the capture button only".to_string()
+            } else {
+                config
+                    .collect
+                    .policies
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+        if config.collect.policies.contains(&collect::Policy::Unknown)
+            && model.classifier.card().unknown.is_none()
+        {
+            tracing::warn!(
+                "collect policy `unknown`: {} has no unknown rule, so it saves nothing",
+                model.info.name
+            );
+        }
+        hub.set_collector(collector);
+    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -318,6 +386,20 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
             max_upload_bytes: config.http.max_upload_bytes,
             max_model_bytes: config.http.max_model_bytes,
             shutdown: shutdown_rx.clone(),
+            device: http::DeviceInfo {
+                source: source_text.clone(),
+                board: format!(
+                    "{}{}",
+                    board.profile.name,
+                    board
+                        .l4t
+                        .as_ref()
+                        .map(|r| format!(", L4T {r}"))
+                        .unwrap_or_default()
+                ),
+                precision: board.profile.precision.to_string(),
+                gpio: hardware::describe(&config.gpio),
+            },
         });
         let mut shutdown = shutdown_rx.clone();
         tracing::info!("HTTP API on http://{}", listener.local_addr()?);
@@ -395,7 +477,6 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         top_k: config.top_k.min(model.classifier.card().labels.len()),
         max_frames: args.max_frames,
         events_only: config.events_only,
-        capture_dir: config.capture_dir.clone(),
         unknown: config.unknown,
         ..ServeConfig::default()
     };
@@ -427,6 +508,9 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Some(collector) = hub.collector() {
+        collector.finish();
+    }
     for thread in threads {
         let _ = thread.join();
     }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use super::Output;
+use super::collect::Collector;
 use super::metrics::Metrics;
 use crate::classifier::Classifier;
 use crate::postprocess::Ranked;
@@ -29,9 +30,62 @@ pub struct ModelInfo {
     pub engine: String,
     /// Number of classes.
     pub classes: usize,
+    /// What the page shows of the card (left out of `/healthz` and `/v1/model`).
+    #[serde(skip)]
+    pub summary: CardSummary,
+}
+
+/// The part of a model card the device's page shows.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CardSummary {
+    /// Class labels, in output order.
+    pub labels: Vec<String>,
+    /// Validation figures recorded at training (images, top-1, top-5, loss).
+    pub validation: Option<serde_json::Value>,
+    /// The calibration temperature folded into the graph, if any.
+    pub temperature: Option<f32>,
+    /// Whether the card carries an "unknown" rule.
+    pub unknown_rule: bool,
+}
+
+impl CardSummary {
+    /// Read off a card.
+    pub fn of(card: &scion_onnx::card::ModelCard) -> CardSummary {
+        let validation = card
+            .provenance
+            .metrics
+            .as_ref()
+            .and_then(|m| m.get("validation"))
+            .map(|v| {
+                let mut v = v.clone();
+                if let Some(map) = v.as_object_mut() {
+                    map.remove("per_class");
+                }
+                v
+            });
+        CardSummary {
+            labels: card.labels.clone(),
+            validation,
+            temperature: card.calibration.as_ref().map(|c| c.temperature),
+            unknown_rule: card.unknown.is_some(),
+        }
+    }
 }
 
 impl ModelInfo {
+    /// The identity of a loaded model prepared on `engine`.
+    pub fn of(model: &crate::model::Model, path: &std::path::Path, engine: &str) -> ModelInfo {
+        use sha2::Digest;
+        ModelInfo {
+            name: model.card.name.clone(),
+            sha256: hex::encode(sha2::Sha256::digest(&model.bytes)),
+            path: path.display().to_string(),
+            engine: engine.to_string(),
+            classes: model.card.labels.len(),
+            summary: CardSummary::of(&model.card),
+        }
+    }
+
     /// The short id frame records carry (first 12 hex digits of the file's sha256).
     pub fn id(&self) -> &str {
         &self.sha256[..self.sha256.len().min(12)]
@@ -64,7 +118,7 @@ pub enum Control {
 pub struct Captured {
     /// The JPEG written.
     pub path: std::path::PathBuf,
-    /// The folder it went into: the announced label, or `unlabelled`.
+    /// The folder it went into: the model's guess (the frame's top-1, or `unknown`).
     pub label: String,
     /// The frame's sequence number.
     pub seq: u64,
@@ -99,9 +153,21 @@ pub struct PreviewFrame {
     pub seq: u64,
 }
 
+/// Something worth telling whoever watches, besides label changes: model swaps, source
+/// reconnects, captures (the page's events list, `event: notice` on `/v1/events`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Notice {
+    /// `model`, `source` or `capture`.
+    pub kind: &'static str,
+    /// One line for people.
+    pub message: String,
+}
+
 /// The shared state. Cheap to update per frame; readers never block the loop for long.
 pub struct Hub {
     started: Instant,
+    notices: broadcast::Sender<Notice>,
+    collector: std::sync::OnceLock<std::sync::Arc<Collector>>,
     metrics: Mutex<Metrics>,
     latest: Mutex<Option<(Output, Instant)>>,
     model: Mutex<Option<ModelInfo>>,
@@ -124,6 +190,8 @@ impl Hub {
         let (control_tx, control_rx) = crossbeam_channel::bounded(16);
         Hub {
             started: Instant::now(),
+            notices: broadcast::channel(64).0,
+            collector: std::sync::OnceLock::new(),
             metrics: Mutex::new(Metrics::default()),
             latest: Mutex::new(None),
             model: Mutex::new(None),
@@ -176,6 +244,31 @@ impl Hub {
         *self.model.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     }
 
+    /// Seconds since the hub was made (the service's uptime).
+    pub fn uptime(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Tell watchers something (no watcher is fine).
+    pub fn notice(&self, kind: &'static str, message: String) {
+        let _ = self.notices.send(Notice { kind, message });
+    }
+
+    /// Subscribe to notices.
+    pub fn notices(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    /// Give the service its image collector (once, at start).
+    pub fn set_collector(&self, collector: std::sync::Arc<Collector>) {
+        let _ = self.collector.set(collector);
+    }
+
+    /// The image collector, when `capture_dir` is set.
+    pub fn collector(&self) -> Option<&std::sync::Arc<Collector>> {
+        self.collector.get()
+    }
+
     /// Subscribe to label-change events.
     pub fn subscribe(&self) -> broadcast::Receiver<Output> {
         self.events.subscribe()
@@ -214,8 +307,14 @@ impl Hub {
     /// Save the next frame into the capture folder (button, HTTP); blocks up to `timeout`.
     pub fn capture(&self, timeout: std::time::Duration) -> Result<Captured, String> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        self.ask(Control::Capture(reply), &answer, timeout)
-            .map_err(str::to_string)?
+        let captured = self
+            .ask(Control::Capture(reply), &answer, timeout)
+            .map_err(str::to_string)??;
+        self.notice(
+            "capture",
+            format!("captured frame {} into {}/", captured.seq, captured.label),
+        );
+        Ok(captured)
     }
 
     /// The loop's end of the control channel.

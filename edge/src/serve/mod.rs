@@ -4,7 +4,7 @@
 //! the CLI). The loop stops on the stop flag (SIGTERM, Ctrl-C), after `max_frames`, or
 //! when a finite source ends.
 
-pub mod capture;
+pub mod collect;
 pub mod hub;
 pub mod metrics;
 pub mod smoothing;
@@ -35,8 +35,6 @@ pub struct ServeConfig {
     pub poll: Duration,
     /// Emit only label-change events, not a record per frame.
     pub events_only: bool,
-    /// Where captured frames go (None: capture is off).
-    pub capture_dir: Option<std::path::PathBuf>,
     /// Apply the model's unknown rule: "unknown" becomes a label like the others for
     /// smoothing, events and sinks.
     pub unknown: bool,
@@ -50,7 +48,6 @@ impl Default for ServeConfig {
             max_frames: None,
             poll: Duration::from_millis(50),
             events_only: false,
-            capture_dir: None,
             unknown: true,
         }
     }
@@ -229,7 +226,17 @@ pub fn run(
             serving = serve_request(request, serving, config, hub, sink, &mut captures)?;
         }
         let reconnects = source.reconnects();
-        let frame = match source.next_frame(config.poll) {
+        let frame = source.next_frame(config.poll);
+        if source.reconnects() > reconnects {
+            hub.notice(
+                "source",
+                format!(
+                    "the frame source reopened ({} reconnects)",
+                    source.reconnects()
+                ),
+            );
+        }
+        let frame = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => {
                 hub.metrics().reconnects = source.reconnects();
@@ -304,6 +311,7 @@ pub fn run(
         if !config.events_only {
             sink(&record)?;
         }
+        let label_changed = change.is_some();
         if let Some(change) = change {
             let event = Output::Event {
                 seq: frame.sequence,
@@ -314,15 +322,16 @@ pub fn run(
             hub.record(&event);
             sink(&event)?;
         }
-        if !captures.is_empty() {
-            let saved = match &config.capture_dir {
-                Some(dir) => capture::save(dir, label.as_deref(), frame.sequence, &frame.image),
-                None => Err("capture is off: set `capture_dir`".to_string()),
-            };
-            for reply in captures.drain(..) {
-                let _ = reply.send(saved.clone());
-            }
-        }
+        collect(
+            hub,
+            &serving,
+            &prediction,
+            &record,
+            label_changed,
+            &frame.image,
+            &mut captures,
+            done,
+        );
         if hub.preview_wanted() {
             let top1 = match &record {
                 Output::Frame { top, .. } => top.first().map(|r| (r.label.clone(), r.prob)),
@@ -337,6 +346,60 @@ pub fn run(
         }
     }
     Ok(stats)
+}
+
+/// Hand the frame to the collector when a person asked for it (`captures`) or a policy
+/// wants it; the collector writes on its own thread.
+#[allow(clippy::too_many_arguments)]
+fn collect(
+    hub: &Hub,
+    serving: &Serving,
+    prediction: &Prediction,
+    record: &Output,
+    label_changed: bool,
+    image: &RgbImage,
+    captures: &mut Vec<crossbeam_channel::Sender<Result<Captured, String>>>,
+    now: Instant,
+) {
+    let Output::Frame {
+        seq, top, label, ..
+    } = record
+    else {
+        return;
+    };
+    let Some(collector) = hub.collector() else {
+        for reply in captures.drain(..) {
+            let _ = reply.send(Err("capture is off: set `capture_dir`".to_string()));
+        }
+        return;
+    };
+    let due = collector.due(
+        collect::FrameFacts {
+            top1: top.first().map_or(0.0, |r| r.prob),
+            unknown: prediction.unknown == Some(true),
+            label_changed,
+        },
+        now,
+    );
+    let sidecar = |policy| {
+        collect::sidecar(
+            *seq,
+            policy,
+            &serving.labels,
+            &prediction.probs,
+            top,
+            prediction.unknown,
+            prediction.unknown_score,
+            label.clone(),
+            &serving.prepared.info,
+        )
+    };
+    for reply in captures.drain(..) {
+        collector.submit(image.clone(), sidecar(collect::Policy::Button), Some(reply));
+    }
+    if let Some(policy) = due {
+        collector.submit(image.clone(), sidecar(policy), None);
+    }
 }
 
 /// Serve one request from the hub; returns the (possibly new) serving model.
@@ -368,6 +431,16 @@ fn serve_request(
             );
             hub.set_model(next.prepared.info.clone());
             hub.metrics().model_swaps += 1;
+            hub.notice(
+                "model",
+                format!(
+                    "now serving {} ({}) instead of {} ({})",
+                    next.prepared.info.name,
+                    next.prepared.info.id(),
+                    from.name,
+                    from.id()
+                ),
+            );
             if announced.is_some() {
                 // The new model starts unsure; say so rather than keep a stale label.
                 let event = Output::Event {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineKind;
+use crate::serve::collect::CollectSection;
 use crate::serve::smoothing::SmoothingConfig;
 use crate::service::hardware::{GpioSection, SinksSection};
 
@@ -46,9 +47,11 @@ pub struct EdgeConfig {
     pub models: ModelsSection,
     /// The board profile to use instead of the detected one (`scion-edge boards --list`).
     pub board: Option<String>,
-    /// Where captured frames go, one folder per announced label (the capture button,
-    /// `POST /v1/capture`): the next round's training data.
+    /// Where frames for the next training round go, one folder per guessed label, each
+    /// JPEG with a JSON sidecar (the capture button, `POST /v1/capture`, `[collect]`).
     pub capture_dir: Option<PathBuf>,
+    /// Which frames are saved into `capture_dir` by themselves, and how many are kept.
+    pub collect: CollectSection,
     /// Outputs besides JSON lines, HTTP and MQTT: `[sinks.uart]`.
     pub sinks: SinksSection,
     /// GPIO actions: `[gpio.trigger]`, `[gpio.status_led]`, `[gpio.capture_button]`.
@@ -80,7 +83,8 @@ pub struct HttpSection {
     /// Address to listen on; none: no HTTP API. Keep it on localhost unless the network
     /// in front of the device is trusted and a token is set.
     pub listen: Option<String>,
-    /// Bearer token for the mutating endpoints (`POST /v1/model`, `/v1/references`).
+    /// Bearer token for the mutating endpoints (`POST /v1/model`, `/v1/references`,
+    /// `/v1/capture`) and the collected images; the page asks for it once.
     pub token: Option<String>,
     /// A file holding the token (so the config file can stay world-readable).
     pub token_file: Option<PathBuf>,
@@ -139,6 +143,7 @@ impl Default for EdgeConfig {
             models: ModelsSection::default(),
             board: None,
             capture_dir: None,
+            collect: CollectSection::default(),
             sinks: SinksSection::default(),
             gpio: GpioSection::default(),
             unknown: true,
@@ -329,6 +334,9 @@ impl EdgeConfig {
         {
             return invalid("board", e);
         }
+        if let Err((key, message)) = self.collect.validate(self.capture_dir.as_ref()) {
+            return invalid(key, message);
+        }
         if let Err((key, message)) =
             crate::service::hardware::validate(&self.sinks, &self.gpio, self.capture_dir.as_ref())
         {
@@ -416,6 +424,28 @@ mod tests {
             parse("source = \"x\"\nmodel = \"m\"\n[mqtt]\nbroker = \"tcp://h\"\n").expect("parses");
         let e = config.validate().expect_err("bad broker").to_string();
         assert!(e.contains("mqtt.broker"), "{e}");
+    }
+
+    #[test]
+    fn collect_policies_are_checked() {
+        let config =
+            parse("source = \"x\"\nmodel = \"m\"\n[collect]\npolicies = [\"low_confidence\"]\n")
+                .expect("parses");
+        let e = config.validate().expect_err("no folder").to_string();
+        assert!(
+            e.contains("collect.policies") && e.contains("capture_dir"),
+            "{e}"
+        );
+        let e = parse("source = \"x\"\n[collect]\npolicies = [\"sometimes\"]\n")
+            .expect_err("unknown policy")
+            .to_string();
+        assert!(e.contains("sometimes"), "{e}");
+        let config = parse(
+            "source = \"x\"\nmodel = \"m\"\ncapture_dir = \"/tmp/c\"\n[collect]\npolicies = [\"every_s\", \"unknown\"]\nbelow = 1.5\n",
+        )
+        .expect("parses");
+        let e = config.validate().expect_err("bad threshold").to_string();
+        assert!(e.contains("collect.below"), "{e}");
     }
 
     #[test]

@@ -81,6 +81,25 @@ pub enum TriggerModeKey {
     Pulse,
 }
 
+/// The GPIO actions in words, for the device's page.
+pub fn describe(gpio: &GpioSection) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = &gpio.trigger {
+        parts.push(format!("trigger on line {} for '{}'", t.line, t.label));
+    }
+    if let Some(l) = &gpio.status_led {
+        parts.push(format!("status LED on line {}", l.line));
+    }
+    if let Some(b) = &gpio.capture_button {
+        parts.push(format!("capture button on line {}", b.line));
+    }
+    if parts.is_empty() {
+        "off".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
 /// `[gpio.trigger]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,8 +1,11 @@
-//! The HTTP API. Reads: `GET /healthz`, `/metrics` (Prometheus), `/v1/latest`, `/v1/model`,
-//! `/v1/events` (server-sent events), `/v1/preview.mjpeg`; `POST /v1/classify` takes an
-//! image (size-limited). Mutating endpoints need the bearer token and are off without one:
-//! `POST /v1/model` (ONNX body, optional `X-Scion-Signature` hex header) and
-//! `POST /v1/references` (a reference image).
+//! The HTTP API and the device's page. Reads: `GET /` (the page, assets embedded in the
+//! binary), `/healthz`, `/metrics` (Prometheus), `/v1/status`, `/v1/latest`, `/v1/model`,
+//! `/v1/events` (server-sent events: `label` changes and `notice`s), `/v1/preview.mjpeg`;
+//! `POST /v1/classify` takes an image (size-limited). Endpoints that write or hand out
+//! what the device holds need the bearer token and are off without one: `POST /v1/model`
+//! (ONNX body, optional `X-Scion-Signature` hex header), `GET /v1/model/file`,
+//! `POST /v1/references` (a reference image), `POST /v1/capture`, `GET /v1/captures`,
+//! `/v1/captures.zip` and `POST /v1/captures/confirm`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use tokio::sync::watch;
 
 use super::install_and_swap;
 use super::store::{ModelStore, Preparer, StoreError};
+use super::{captures, page};
 use crate::preprocess::decode_rgb;
 use crate::serve::hub::{Control, Hub};
 
@@ -42,6 +46,21 @@ pub struct Api {
     pub max_model_bytes: usize,
     /// Becomes true when the service stops (ends streams).
     pub shutdown: watch::Receiver<bool>,
+    /// What the page says about the device (fixed at start).
+    pub device: DeviceInfo,
+}
+
+/// The device's facts that do not change while it runs.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DeviceInfo {
+    /// The frame source's URI.
+    pub source: String,
+    /// The board profile's name (and L4T release).
+    pub board: String,
+    /// The precision engines build for on this board.
+    pub precision: String,
+    /// The GPIO actions configured, in words ("off" without any).
+    pub gpio: String,
 }
 
 /// The router.
@@ -49,6 +68,16 @@ pub fn router(api: Arc<Api>) -> Router {
     let upload_limit = DefaultBodyLimit::max(api.max_upload_bytes);
     let model_limit = DefaultBodyLimit::max(api.max_model_bytes);
     Router::new()
+        .route("/", get(page::index))
+        .route("/index.html", get(page::index))
+        .route("/assets/app.js", get(page::script))
+        .route("/assets/app.css", get(page::style))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/v1/status", get(status))
+        .route("/v1/model/file", get(model_file))
+        .route("/v1/captures", get(captures::list))
+        .route("/v1/captures.zip", get(captures::zip))
+        .route("/v1/captures/confirm", post(captures::confirm))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/latest", get(latest))
@@ -61,22 +90,27 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Ready, or why not: (status code, word).
+fn health(api: &Api, has_model: bool, age: Option<f64>) -> (StatusCode, &'static str) {
+    match (has_model, age) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
+        (true, None) => (StatusCode::SERVICE_UNAVAILABLE, "waiting for frames"),
+        (true, Some(age)) if age > api.stale_after_s => {
+            (StatusCode::SERVICE_UNAVAILABLE, "frames stopped")
+        }
+        _ => (StatusCode::OK, "ready"),
+    }
 }
 
 async fn healthz(State(api): State<Arc<Api>>) -> Response {
     let model = api.hub.model();
     let age = api.hub.last_frame_age();
     let fps = api.hub.metrics().fps(Instant::now());
-    let (status, state) = match (&model, age) {
-        (None, _) => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
-        (Some(_), None) => (StatusCode::SERVICE_UNAVAILABLE, "waiting for frames"),
-        (Some(_), Some(age)) if age > api.stale_after_s => {
-            (StatusCode::SERVICE_UNAVAILABLE, "frames stopped")
-        }
-        _ => (StatusCode::OK, "ready"),
-    };
+    let (status, state) = health(&api, model.is_some(), age);
     (
         status,
         Json(json!({
@@ -94,10 +128,13 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
     let (engine, id) = model
         .as_ref()
         .map_or(("none", "none"), |m| (m.engine.as_str(), m.id()));
-    let text = api
+    let mut text = api
         .hub
         .metrics()
         .render(engine, id, api.hub.last_frame_age(), Instant::now());
+    if let Some(collector) = api.hub.collector() {
+        text.push_str(&collector.render_metrics());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -119,6 +156,138 @@ async fn latest(State(api): State<Arc<Api>>) -> Response {
     }
 }
 
+/// Everything the page shows, in one read.
+async fn status(State(api): State<Arc<Api>>) -> Response {
+    let model = api.hub.model();
+    let age = api.hub.last_frame_age();
+    let (_, health) = health(&api, model.is_some(), age);
+    let now = Instant::now();
+    let (fps, counters, latency, uart, gpio_errors) = {
+        let m = api.hub.metrics();
+        let mean_ms = |h: &crate::serve::metrics::Histogram| h.mean() * 1e3;
+        let latency = json!({
+            "capture": mean_ms(&m.stages[0]),
+            "preprocess": mean_ms(&m.stages[1]),
+            "inference": mean_ms(&m.stages[2]),
+            "post": mean_ms(&m.stages[3]),
+            "total": mean_ms(&m.latency),
+        });
+        let counters = json!({
+            "frames": m.frames,
+            "dropped": m.dropped,
+            "events": m.events,
+            "reconnects": m.reconnects,
+            "uploads": m.uploads,
+            "model_swaps": m.model_swaps,
+            "model_rejections": m.model_rejections,
+        });
+        (m.fps(now), counters, latency, m.uart.clone(), m.gpio_errors)
+    };
+    let last_frame_at_ms = age.map(|age| {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        now_ms - age * 1e3
+    });
+    let collect = match api.hub.collector() {
+        Some(c) => {
+            let stats = c.stats();
+            let config = c.config();
+            json!({
+                "dir": c.dir(),
+                "policies": config.policies.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                "saved": stats.saved.values().sum::<u64>(),
+                "saved_by_policy": stats.saved,
+                "skipped": stats.skipped,
+                "evicted": stats.evicted,
+                "errors": stats.errors,
+                "files": stats.files,
+                "bytes": stats.bytes,
+                "folders": stats.folders,
+                "per_label": config.per_label,
+                "max_bytes": config.max_mb.saturating_mul(1 << 20),
+            })
+        }
+        None => json!({ "dir": null, "policies": [], "saved": 0, "skipped": 0, "evicted": 0,
+                        "files": 0, "bytes": 0, "max_bytes": 0 }),
+    };
+    let model_json = model.as_ref().map(|m| {
+        json!({
+            "name": m.name,
+            "sha256": m.sha256,
+            "engine": m.engine,
+            "labels": m.summary.labels,
+            "validation": m.summary.validation,
+            "temperature": m.summary.temperature,
+            "unknown_rule": m.summary.unknown_rule,
+        })
+    });
+    let engine = model.as_ref().map_or("none", |m| m.engine.as_str());
+    // The board's precision is what GPU engines build for; CPU engines run fp32.
+    let precision = if engine == "tensorrt" {
+        api.device.precision.as_str()
+    } else {
+        "FP32"
+    };
+    let mut body = json!({
+        "health": health,
+        "uptime_s": api.hub.uptime(),
+        "source": api.device.source,
+        "board": api.device.board,
+        "gpio": if gpio_errors > 0 {
+            format!("{} ({gpio_errors} errors)", api.device.gpio)
+        } else {
+            api.device.gpio.clone()
+        },
+        "uart": uart,
+        "engine": engine,
+        "precision": precision,
+        "fps": fps,
+        "last_frame_age_s": age,
+        "last_frame_at_ms": last_frame_at_ms,
+        "stale_after_s": api.stale_after_s,
+        "latency_ms": latency,
+        "model": model_json,
+        "collect": collect,
+        "token_required": api.token.is_some(),
+        "max_model_bytes": api.max_model_bytes,
+        "max_upload_bytes": api.max_upload_bytes,
+    });
+    if let (Some(map), Some(counters)) = (body.as_object_mut(), counters.as_object()) {
+        map.extend(counters.clone());
+    }
+    Json(body).into_response()
+}
+
+/// The serving model's ONNX file (token only: it is the device's to give).
+async fn model_file(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    if let Some(response) = refuse(&api, &headers) {
+        return response;
+    }
+    let Some(model) = api.hub.model() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet");
+    };
+    let path = model.path.clone();
+    match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+        Ok(Ok(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{}.onnx\"", model.id()),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}: {e}", model.path),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 async fn model(State(api): State<Arc<Api>>) -> Response {
     let slot = api.store.as_ref().and_then(|s| s.current_slot());
     Json(json!({ "model": api.hub.model(), "slot": slot })).into_response()
@@ -130,25 +299,29 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 }
 
 async fn events(State(api): State<Arc<Api>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let receiver = api.hub.subscribe();
+    use tokio::sync::broadcast::error::RecvError;
+    let receivers = (api.hub.subscribe(), api.hub.notices());
     let shutdown = api.shutdown.clone();
     let stream = futures_util::stream::unfold(
-        (receiver, shutdown),
-        |(mut receiver, shutdown)| async move {
+        (receivers, shutdown),
+        |((mut labels, mut notices), shutdown)| async move {
             loop {
-                tokio::select! {
+                let (name, data) = tokio::select! {
                     _ = stopped(shutdown.clone()) => return None,
-                    next = receiver.recv() => match next {
-                        Ok(output) => {
-                            let data = serde_json::to_string(&output).unwrap_or_default();
-                            let event = Event::default().event("label").data(data);
-                            return Some((Ok(event), (receiver, shutdown)));
-                        }
+                    next = labels.recv() => match next {
+                        Ok(output) => ("label", serde_json::to_string(&output)),
                         // A slow client missed some events; go on with the next.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => return None,
+                    },
+                    next = notices.recv() => match next {
+                        Ok(notice) => ("notice", serde_json::to_string(&notice)),
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => return None,
+                    },
+                };
+                let event = Event::default().event(name).data(data.unwrap_or_default());
+                return Some((Ok(event), ((labels, notices), shutdown)));
             }
         },
     );
@@ -238,7 +411,7 @@ async fn capture(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
 }
 
 /// Check the bearer token; `Some` is the refusal to send.
-fn refuse(api: &Api, headers: &HeaderMap) -> Option<Response> {
+pub(super) fn refuse(api: &Api, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &api.token else {
         return Some(error(
             StatusCode::FORBIDDEN,

@@ -1,20 +1,20 @@
 //! The long-running service around the frame loop: configuration, the HTTP API, MQTT,
 //! the model store and its inbox, systemd integration and installation.
 
+pub mod captures;
 pub mod config;
 pub mod hardware;
 pub mod http;
 pub mod inbox;
 pub mod install;
 pub mod mqtt;
+pub mod page;
 pub mod preview;
 pub mod store;
 pub mod systemd;
 
 use std::path::Path;
 use std::time::Duration;
-
-use sha2::{Digest, Sha256};
 
 use crate::model::{ContractOverrides, Model};
 use crate::serve::hub::{Control, Hub, ModelInfo, Prepared};
@@ -27,13 +27,7 @@ const SWAP_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn prepare_file(path: &Path, prepare: &Preparer) -> anyhow::Result<Prepared> {
     let model = Model::load(path, &ContractOverrides::default())?;
     let classifier = prepare(&model).map_err(anyhow::Error::msg)?;
-    let info = ModelInfo {
-        name: model.card.name.clone(),
-        sha256: hex::encode(Sha256::digest(&model.bytes)),
-        path: path.display().to_string(),
-        engine: classifier.engine().to_string(),
-        classes: classifier.card().labels.len(),
-    };
+    let info = ModelInfo::of(&model, path, &classifier.engine().to_string());
     Ok(Prepared { classifier, info })
 }
 

@@ -310,13 +310,7 @@ impl ModelStore {
                 self.dir.join("references").display()
             )));
         }
-        let info = ModelInfo {
-            name: model.card.name.clone(),
-            sha256: hex::encode(Sha256::digest(&model.bytes)),
-            path: path.display().to_string(),
-            engine: classifier.engine().to_string(),
-            classes: classifier.card().labels.len(),
-        };
+        let info = ModelInfo::of(&model, path, &classifier.engine().to_string());
         Ok((Prepared { classifier, info }, checked, missing))
     }
 

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 pub use scion_tests::{asset, ort_lib, workspace};
 
 #[cfg(feature = "gstreamer")]
+pub mod browser;
+#[cfg(feature = "gstreamer")]
 pub mod service;
 #[cfg(feature = "gstreamer")]
 pub mod video;

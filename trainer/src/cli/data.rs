@@ -15,6 +15,27 @@ pub enum DataCommand {
     /// Find leakage (near-duplicates across train/val/test), likely mislabelled images and
     /// outliers with a model's features: a list, audit.json and a PNG sheet.
     Audit(super::inspect::audit::AuditArgs),
+    /// Turn a capture folder pulled off a device (`scion-edge serve`'s capture_dir) into
+    /// class folders for `scion train`: a person's label where one was given, else the
+    /// model's guess. Rerun after the next pull: only new images are added.
+    ImportCaptures(ImportCapturesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCapturesArgs {
+    /// The capture folder (DIR/<guess>/<millis>-<seq>.jpg with JSON sidecars).
+    #[arg(value_name = "DIR")]
+    captures: PathBuf,
+    /// The data set folder to add to; images go to OUT/<label>/<millis>-<seq>.jpg.
+    #[arg(long, short, value_name = "DIR")]
+    out: PathBuf,
+    /// Only images whose label a person gave: confirmed on the device's page, or moved
+    /// into another folder by hand.
+    #[arg(long)]
+    confirmed_only: bool,
+    /// Keep images the model rejected as unknown, as an `unknown` class.
+    #[arg(long)]
+    keep_unknown: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -76,6 +97,18 @@ pub fn run(cmd: DataCommand) -> Result<i32> {
     match cmd {
         DataCommand::ImportIdx(args) => import_idx(args).map(|_| 0),
         DataCommand::Audit(args) => super::inspect::audit::run_audit(args),
+        DataCommand::ImportCaptures(args) => {
+            let report = scion_trainer::captures::import_captures(
+                &args.captures,
+                &args.out,
+                scion_trainer::captures::ImportOptions {
+                    confirmed_only: args.confirmed_only,
+                    keep_unknown: args.keep_unknown,
+                },
+            )?;
+            print!("{}", report.render(&args.out));
+            Ok(if report.bad.is_empty() { 0 } else { 2 })
+        }
         DataCommand::Lint(args) => {
             let report = lint(
                 &args.dir,

@@ -10,10 +10,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ndarray::{Array2, ArrayView2, Axis, s};
+use ndarray::{Array2, ArrayView2, Axis};
 use scion_onnx::patch::Dense;
 
 use crate::fit::FitError;
+
+mod kernel;
 
 /// The default grid of `C` (inverse regularisation strength, as in scikit-learn: the loss
 /// is `C · Σ weighted cross-entropy + ½‖W‖²`), strongest regularisation first.
@@ -126,7 +128,8 @@ impl Default for SolverConfig {
     fn default() -> Self {
         SolverConfig {
             max_iter: 500,
-            tol: 1e-5,
+            // scikit-learn's lbfgs default, on the same (mean-loss) scale.
+            tol: 1e-4,
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         }
     }
@@ -156,45 +159,34 @@ impl Problem<'_> {
     fn objective(&self, theta: &[f64], c: f64, threads: usize, grad: &mut [f64]) -> f64 {
         let (k, d) = (self.classes, self.dim());
         let n = self.z.nrows();
-        let w = Array2::from_shape_fn((k, d), |(i, j)| theta[i * d + j] as f32);
+        let w: Vec<f32> = theta[..k * d].iter().map(|&t| t as f32).collect();
         let b: Vec<f64> = theta[k * d..].to_vec();
         let total: f64 = self
             .weights
             .map_or(n as f64, |ws| ws.iter().map(|&v| f64::from(v)).sum());
         let block = n.div_ceil(threads.max(1)).max(1);
+        // Borrowed as is when already row-major (always, for standardised features).
+        let z_rows = self.z.as_standard_layout();
+        let z = z_rows.as_slice().unwrap_or(&[]);
         // Each block: its loss sum, dW partial and db partial.
-        let partials: Vec<(f64, Array2<f32>, Vec<f64>)> = std::thread::scope(|scope| {
+        let partials: Vec<(f64, Vec<f32>, Vec<f64>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..n)
                 .step_by(block)
                 .map(|start| {
                     let end = (start + block).min(n);
                     let (w, b) = (&w, &b);
                     scope.spawn(move || {
-                        let z = self.z.slice(s![start..end, ..]);
-                        let mut g = z.dot(&w.t());
-                        let mut loss = 0f64;
-                        let mut db = vec![0f64; k];
-                        for (r, mut row) in g.rows_mut().into_iter().enumerate() {
-                            let i = start + r;
-                            let weight = self.weights.map_or(1.0, |ws| f64::from(ws[i]));
-                            let logits: Vec<f64> = row
-                                .iter()
-                                .zip(b)
-                                .map(|(&v, &bias)| f64::from(v) + bias)
-                                .collect();
-                            let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                            let sum: f64 = logits.iter().map(|v| (v - max).exp()).sum();
-                            let lse = max + sum.ln();
-                            loss += weight * (lse - logits[self.labels[i]]);
-                            for (c, (out, &l)) in row.iter_mut().zip(&logits).enumerate() {
-                                let p = (l - lse).exp();
-                                let y = if c == self.labels[i] { 1.0 } else { 0.0 };
-                                let gc = weight * (p - y) / total;
-                                db[c] += gc;
-                                *out = gc as f32;
-                            }
-                        }
-                        let dw = g.t().dot(&z);
+                        let input = kernel::BlockInput {
+                            z: &z[start * d..end * d],
+                            dim: d,
+                            w,
+                            b,
+                            labels: &self.labels[start..end],
+                            weights: self.weights.map(|ws| &ws[start..end]),
+                            total,
+                        };
+                        let (mut dw, mut db) = (vec![0f32; k * d], vec![0f64; k]);
+                        let loss = kernel::block(&input, &mut dw, &mut db);
                         (loss, dw, db)
                     })
                 })

@@ -1,0 +1,257 @@
+//! The device's page in a real browser: headless Chromium (Debian's, through ChromeDriver)
+//! against a running `scion-edge serve` on a `test://` source, ImageNet EfficientNet-Lite0.
+#![cfg(feature = "gstreamer")]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::service::{Service, agent};
+
+const TOKEN: &str = "s3cret-page";
+
+fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let token = dir.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
+    let config = dir.join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"model = "{model}"
+source = "test://ball"
+capture_dir = "{captures}"
+
+[http]
+listen = "127.0.0.1:{port}"
+token_file = "{token}"
+max_model_bytes = 4096
+
+[models]
+dir = "{store}"
+
+[collect]
+policies = ["every_s"]
+every_s = 1.0
+"#,
+            model = common::model().display(),
+            captures = dir.join("captures").display(),
+            token = token.display(),
+            store = dir.join("store").display(),
+        ),
+    )
+    .expect("config");
+    config
+}
+
+fn start(dir: &Path, config: &Path) -> Service {
+    let config = config.to_str().expect("utf-8");
+    // --listen repeats the file's address so the helper waits for the API.
+    let port = std::fs::read_to_string(config)
+        .expect("config")
+        .split("listen = \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("listen")
+        .to_string();
+    Service::start(dir, &["--config", config, "--listen", &port], &[])
+}
+
+/// The announced label as the page shows it and as `/v1/latest` says, read until they agree
+/// (the label may change between the two reads).
+fn label_agrees(browser: &Browser, service: &Service) -> bool {
+    for _ in 0..50 {
+        let (_, latest) = service.get("/v1/latest");
+        let latest: serde_json::Value = serde_json::from_str(&latest).expect("JSON");
+        let api = latest["label"].as_str().unwrap_or("").to_string();
+        let page = browser.eval("return document.getElementById('label').dataset.label;");
+        if page.as_str() == Some(api.as_str()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// A digest of the preview image's pixels now (drawn onto a canvas).
+const PREVIEW_PIXELS: &str = r#"
+const img = document.getElementById('preview');
+if (!img.complete || img.naturalWidth === 0) return null;
+const c = document.createElement('canvas');
+c.width = img.naturalWidth; c.height = img.naturalHeight;
+const ctx = c.getContext('2d');
+ctx.drawImage(img, 0, 0);
+const d = ctx.getImageData(0, 0, c.width, c.height).data;
+let h = 0;
+for (let i = 0; i < d.length; i += 7) h = (h * 31 + d[i]) | 0;
+return String(h);
+"#;
+
+fn preview_changes(browser: &Browser) {
+    let first = browser.wait_for(
+        "the preview shows a frame",
+        Duration::from_secs(60),
+        &format!("return (function() {{ {PREVIEW_PIXELS} }})();"),
+    );
+    browser.wait_for(
+        "the preview image updates",
+        Duration::from_secs(30),
+        &format!("const now = (function() {{ {PREVIEW_PIXELS} }})(); return now !== null && now !== {first};"),
+    );
+}
+
+#[test]
+fn the_page_shows_what_the_device_sees_and_acts_only_with_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let config = write_config(dir.path(), port);
+    let mut service = start(dir.path(), &config);
+
+    // The page and its assets: a strict policy, nothing from elsewhere.
+    let response = agent()
+        .get(format!("{}/", service.url))
+        .call()
+        .expect("GET /");
+    assert_eq!(response.status().as_u16(), 200);
+    let csp = response
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let (_, html) = service.get("/");
+    assert!(
+        !html.contains("onclick") && !html.contains("<script>"),
+        "no inline code"
+    );
+
+    let browser = Browser::start();
+    browser.goto(&format!("{}/", service.url));
+    browser.wait_for(
+        "the status is shown",
+        Duration::from_secs(60),
+        "return document.getElementById('health').textContent === 'ready';",
+    );
+    assert!(
+        label_agrees(&browser, &service),
+        "label on the page = /v1/latest"
+    );
+    browser.wait_for(
+        "top-k bars",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#topk li').length === 3;",
+    );
+    preview_changes(&browser);
+    let facts = browser.eval("return document.getElementById('status').innerText;");
+    let facts = facts.as_str().unwrap_or("");
+    for word in ["fps", "inference", "engine", "board", "every_s"] {
+        assert!(facts.contains(word), "{word} in {facts}");
+    }
+    let model = browser.eval("return document.getElementById('model').innerText;");
+    assert!(
+        model.as_str().unwrap_or("").contains("1000: tench"),
+        "{model}"
+    );
+
+    // Capture: refused with a wrong token, saved with the right one; the page hears of it
+    // over the event stream.
+    browser.eval("document.getElementById('token').value = 'wrong'; document.getElementById('token-save').click(); return 0;");
+    browser.eval("document.getElementById('capture').click(); return 0;");
+    browser.wait_for(
+        "a wrong token is refused",
+        Duration::from_secs(10),
+        "return document.getElementById('verdict').textContent.includes('401');",
+    );
+    browser.eval(&format!("document.getElementById('token').value = '{TOKEN}'; document.getElementById('token-save').click(); return 0;"));
+    assert_eq!(
+        browser.eval("return sessionStorage.getItem('scion.token');"),
+        TOKEN,
+        "kept for the tab"
+    );
+    browser.eval("document.getElementById('capture').click(); return 0;");
+    let verdict = browser.wait_for(
+        "the capture is saved",
+        Duration::from_secs(20),
+        "const v = document.getElementById('verdict').textContent; return v.startsWith('captured') ? v : null;",
+    );
+    browser.wait_for(
+        "the capture arrives as an event",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#events li')].some(li => li.textContent.includes('captured frame'));",
+    );
+    let captured = std::fs::read_dir(dir.path().join("captures"))
+        .expect("capture folder")
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|f| f.path().extension().is_some_and(|e| e == "jpg"))
+        .count();
+    assert!(
+        captured >= 2,
+        "{verdict}: every_s and the button saved {captured}"
+    );
+
+    // The collected images, listed with the token.
+    browser.eval("document.getElementById('captures-refresh').click(); return 0;");
+    browser.wait_for(
+        "the captures are listed",
+        Duration::from_secs(10),
+        "return [...document.querySelectorAll('#captures tbody tr')].some(tr => tr.textContent.includes('button'));",
+    );
+
+    // An oversized model: the page shows the 413.
+    let big = dir.path().join("big.onnx");
+    std::fs::write(&big, vec![0u8; 8192]).expect("file");
+    browser.send_keys("#model-file", big.to_str().expect("utf-8"));
+    browser.eval("document.getElementById('upload').click(); return 0;");
+    browser.wait_for(
+        "a model over the limit is refused",
+        Duration::from_secs(10),
+        "return document.getElementById('verdict').textContent.includes('413');",
+    );
+
+    // Nothing was fetched from outside the device.
+    let outside = browser.eval(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith(location.origin));",
+    );
+    assert_eq!(
+        outside,
+        serde_json::json!([]),
+        "requests outside the device"
+    );
+
+    let shot = browser.screenshot();
+    let image = image::load_from_memory(&shot).expect("a PNG screenshot");
+    assert!(image.width() >= 1000, "{}", image.width());
+    let artifact = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&artifact, &shot).expect("artifact");
+    eprintln!("screenshot: {}", artifact.display());
+
+    // The service restarts: the page says so, then picks up the stream and preview again.
+    assert_eq!(service.terminate(), Some(0));
+    browser.wait_for(
+        "the page notices the device is gone",
+        Duration::from_secs(15),
+        "return document.getElementById('health').textContent === 'offline';",
+    );
+    let mut service = start(dir.path(), &config);
+    browser.wait_for(
+        "the page is back",
+        Duration::from_secs(60),
+        "return document.getElementById('health').textContent === 'ready';",
+    );
+    preview_changes(&browser);
+    assert!(label_agrees(&browser, &service), "after the restart");
+    assert_eq!(service.terminate(), Some(0));
+}
