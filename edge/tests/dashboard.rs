@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::browser::Browser;
 use common::service::{Service, agent};
+use common::video::mjpeg_server;
 
 const TOKEN: &str = "s3cret-page";
 
@@ -210,6 +211,49 @@ fn the_page_shows_what_the_device_sees_and_acts_only_with_the_token() {
         "return [...document.querySelectorAll('#captures tbody tr')].some(tr => tr.textContent.includes('button'));",
     );
 
+    // The same through the API: the zip holds every image with its sidecar; the model file
+    // is the one serving; both only with the token.
+    let auth = format!("Bearer {TOKEN}");
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = agent().get(format!("{}{path}", service.url));
+        if let Some(t) = token {
+            request = request.header("Authorization", t);
+        }
+        let mut response = request.call().expect("GET");
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .expect("body");
+        (status, body)
+    };
+    assert_eq!(get("/v1/captures.zip", None).0, 401);
+    assert_eq!(get("/v1/model/file", Some("Bearer nope")).0, 401);
+    let (status, zip) = get("/v1/captures.zip", Some(&auth));
+    assert_eq!(status, 200);
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("a zip");
+    let names: Vec<String> = archive
+        .file_names()
+        .map(|n| n.expect("a UTF-8 name").into_owned())
+        .collect();
+    let jpegs = names.iter().filter(|n| n.ends_with(".jpg")).count();
+    assert!(jpegs >= 2, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".json")).count(),
+        jpegs,
+        "{names:?}"
+    );
+    let (status, model) = get("/v1/model/file", Some(&auth));
+    assert_eq!(status, 200);
+    assert_eq!(model, std::fs::read(common::model()).expect("model"));
+    let (_, metrics) = service.get("/metrics");
+    assert!(
+        metrics.contains("scion_collect_saved_total{policy=\"button\"} 1"),
+        "{metrics}"
+    );
+
     // An oversized model: the page shows the 413.
     let big = dir.path().join("big.onnx");
     std::fs::write(&big, vec![0u8; 8192]).expect("file");
@@ -254,4 +298,64 @@ fn the_page_shows_what_the_device_sees_and_acts_only_with_the_token() {
     preview_changes(&browser);
     assert!(label_agrees(&browser, &service), "after the restart");
     assert_eq!(service.terminate(), Some(0));
+}
+
+#[test]
+fn a_camera_that_is_gone_is_shown_as_such() {
+    let browser = Browser::start();
+    // One that never gave a frame.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut service = Service::start(
+        dir.path(),
+        &["--source", "v4l2:///dev/video99", "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    browser.goto(&format!("{}/", service.url));
+    let warning = no_frames_warning(&browser);
+    assert!(
+        warning.contains("no frames yet from v4l2:///dev/video99"),
+        "{warning}"
+    );
+    assert_eq!(
+        browser.eval("return document.getElementById('health').textContent;"),
+        "waiting for frames"
+    );
+    assert_eq!(service.terminate(), Some(0));
+
+    // One that gave frames and went away (its server stops listening).
+    let (port, camera) = mjpeg_server(100, 1);
+    let source =
+        format!("gst://tcpclientsrc host=127.0.0.1 port={port} ! multipartdemux ! jpegdec");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut service = Service::start(
+        dir.path(),
+        &["--source", &source, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    browser.goto(&format!("{}/", service.url));
+    browser.wait_for(
+        "the page shows the camera's frames",
+        Duration::from_secs(60),
+        "return document.getElementById('health').textContent === 'ready' || null;",
+    );
+    camera.join().expect("the camera thread");
+    let warning = no_frames_warning(&browser);
+    assert!(
+        warning.starts_with("no frames since ") && warning.contains("tcpclientsrc"),
+        "{warning}"
+    );
+    assert_eq!(service.terminate(), Some(0));
+}
+
+/// The page's "no frames" warning, once it shows.
+fn no_frames_warning(browser: &Browser) -> String {
+    browser
+        .wait_for(
+            "the page says no frames come",
+            Duration::from_secs(60),
+            "const w = document.getElementById('no-frames'); return w.hidden ? null : w.textContent;",
+        )
+        .as_str()
+        .expect("a text")
+        .to_string()
 }

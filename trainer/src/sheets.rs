@@ -8,7 +8,7 @@ use std::path::Path;
 use image::{Rgb, RgbImage, imageops::FilterType};
 use plotters::prelude::*;
 
-use crate::plots::{PlotError, ensure_font, plot_err};
+use crate::plots::{PlotError, ensure_font, plot_err, render_png};
 
 /// A coloured frame around a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,69 +144,70 @@ pub fn scatter(
 ) -> Result<(), PlotError> {
     ensure_font()?;
     let err = plot_err(path);
-    let root = BitMapBackend::new(path, (900, 720)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let range = |pick: fn(&(f32, f32)) -> f32| {
-        let (lo, hi) = points
-            .iter()
-            .map(pick)
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
-                (a.min(v), b.max(v))
-            });
-        let pad = ((hi - lo) * 0.05).max(1e-3);
-        (lo - pad)..(hi + pad)
-    };
-    let (xs, ys) = if points.is_empty() {
-        (0.0..1.0, 0.0..1.0)
-    } else {
-        (range(|p| p.0), range(|p| p.1))
-    };
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(14)
-        .x_label_area_size(36)
-        .y_label_area_size(52)
-        .build_cartesian_2d(xs, ys)
-        .map_err(|e| err(e.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("component 1")
-        .y_desc("component 2")
-        .label_style(("sans-serif", 13))
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    let groups: Vec<Option<usize>> = (0..names.len()).map(Some).chain([None]).collect();
-    for group in groups {
-        let members: Vec<(f32, f32)> = points
-            .iter()
-            .zip(classes)
-            .filter(|(_, c)| **c == group)
-            .map(|(p, _)| *p)
-            .collect();
-        if members.is_empty() {
-            continue;
-        }
-        let colour = group.map_or(BLACK.mix(0.5), |g| Palette99::pick(g).mix(0.8));
-        let name = group.map_or("unlabelled".to_string(), |g| names[g].clone());
+    render_png(path, (900, 720), |root| {
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let range = |pick: fn(&(f32, f32)) -> f32| {
+            let (lo, hi) = points
+                .iter()
+                .map(pick)
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
+                    (a.min(v), b.max(v))
+                });
+            let pad = ((hi - lo) * 0.05).max(1e-3);
+            (lo - pad)..(hi + pad)
+        };
+        let (xs, ys) = if points.is_empty() {
+            (0.0..1.0, 0.0..1.0)
+        } else {
+            (range(|p| p.0), range(|p| p.1))
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(36)
+            .y_label_area_size(52)
+            .build_cartesian_2d(xs, ys)
+            .map_err(|e| err(e.to_string()))?;
         chart
-            .draw_series(
-                members
-                    .iter()
-                    .map(|&(x, y)| Circle::new((x, y), 3, colour.filled())),
-            )
-            .map_err(|e| err(e.to_string()))?
-            .label(name)
-            .legend(move |(x, y)| Circle::new((x + 6, y), 4, colour.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .label_font(("sans-serif", 13))
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))
+            .configure_mesh()
+            .x_desc("component 1")
+            .y_desc("component 2")
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        let groups: Vec<Option<usize>> = (0..names.len()).map(Some).chain([None]).collect();
+        for group in groups {
+            let members: Vec<(f32, f32)> = points
+                .iter()
+                .zip(classes)
+                .filter(|(_, c)| **c == group)
+                .map(|(p, _)| *p)
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let colour = group.map_or(BLACK.mix(0.5), |g| Palette99::pick(g).mix(0.8));
+            let name = group.map_or("unlabelled".to_string(), |g| names[g].clone());
+            chart
+                .draw_series(
+                    members
+                        .iter()
+                        .map(|&(x, y)| Circle::new((x, y), 3, colour.filled())),
+                )
+                .map_err(|e| err(e.to_string()))?
+                .label(name)
+                .legend(move |(x, y)| Circle::new((x + 6, y), 4, colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.85))
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        Ok(())
+    })
 }
 
 fn paste_fitted(canvas: &mut RgbImage, image: &RgbImage, left: u32, top: u32, cell: u32) {

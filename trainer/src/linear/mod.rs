@@ -23,6 +23,11 @@ pub const DEFAULT_GRID: [f64; 11] = [
     1e-3, 3.16e-3, 1e-2, 3.16e-2, 0.1, 0.316, 1.0, 3.16, 10.0, 31.6, 100.0,
 ];
 
+/// The grid points are solved to up to this many times the final tolerance: which `C`
+/// wins is settled long before the last digits, and the winner alone is then solved to the
+/// full tolerance from where it stopped. The tail of each solve is most of its iterations.
+const GRID_TOL_FACTOR: f64 = 10.0;
+
 /// How features are scaled before the solver sees them. Both keep the problem the same up
 /// to how L2 weighs each feature: per-feature scaling treats every feature alike (noise
 /// features included); one global scale keeps the backbone's own feature magnitudes,
@@ -122,6 +127,18 @@ pub struct SolverConfig {
     pub tol: f64,
     /// Threads for the matrix products.
     pub threads: usize,
+    /// For a grid point: stop at up to this many times `tol`, once the gradient is also a
+    /// tenth of where the warm start left it (so a warm start is never taken as it is).
+    pub grid_slack: Option<f64>,
+}
+
+impl SolverConfig {
+    /// The gradient threshold of a solve whose start has largest gradient entry `start`.
+    fn threshold(&self, start: f64) -> f64 {
+        self.grid_slack.map_or(self.tol, |slack| {
+            (0.1 * start).clamp(self.tol, slack * self.tol)
+        })
+    }
 }
 
 impl Default for SolverConfig {
@@ -131,6 +148,7 @@ impl Default for SolverConfig {
             // scikit-learn's lbfgs default, on the same (mean-loss) scale.
             tol: 1e-4,
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            grid_slack: None,
         }
     }
 }
@@ -235,7 +253,8 @@ impl Problem<'_> {
         let max_abs = |v: &[f64]| v.iter().fold(0f64, |m, x| m.max(x.abs()));
         let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
         let mut iterations = 0;
-        let mut converged = max_abs(&g) < config.tol;
+        let tol = config.threshold(max_abs(&g));
+        let mut converged = max_abs(&g) < tol;
         let (mut x_new, mut g_new) = (vec![0f64; len], vec![0f64; len]);
         while !converged && iterations < config.max_iter {
             if interrupt.load(Ordering::Relaxed) {
@@ -305,7 +324,7 @@ impl Problem<'_> {
                 // No decrease along a descent direction: as close as f64 gets.
                 converged = true;
             }
-            converged |= max_abs(&g) < config.tol;
+            converged |= max_abs(&g) < tol;
         }
         Ok(Solution {
             theta: x,
@@ -386,9 +405,9 @@ pub struct ProbeData<'a> {
 }
 
 /// Fit the probe: every `C` of `grid` (warm-started from the previous) under each
-/// [`Scaling`], the best by
-/// validation top-1 (ties: lower validation loss); then, with `refit`, the same `C` on
-/// training + validation rows. `on_point` sees each grid point as it finishes.
+/// [`Scaling`], to a looser tolerance; the best by validation top-1 (ties: lower validation
+/// loss) then solved to `config.tol`; then, with `refit`, the same `C` on training +
+/// validation rows. `on_point` sees each grid point as it finishes.
 pub fn fit_probe(
     data: &ProbeData<'_>,
     grid: &[f64],
@@ -410,7 +429,11 @@ pub fn fit_probe(
             "features must hold one row of {dim} per label"
         )));
     }
-    let mut best: Option<(GridPoint, Vec<f64>, Vec<Vec<f32>>)> = None;
+    let grid_config = SolverConfig {
+        grid_slack: Some(GRID_TOL_FACTOR),
+        ..*config
+    };
+    let mut best: Option<(GridPoint, Vec<f64>)> = None;
     let mut grid_points = Vec::new();
     for scaling in [Scaling::Global, Scaling::PerFeature] {
         let standardizer = Standardizer::fit_scaled(data.train, dim, scaling);
@@ -426,7 +449,7 @@ pub fn fit_probe(
         let mut best_here = (0f64, f64::INFINITY);
         let mut worse_in_a_row = 0;
         for &c in grid {
-            let solution = problem.solve(c, theta, config, interrupt)?;
+            let solution = problem.solve(c, theta, &grid_config, interrupt)?;
             theta = solution.theta;
             let val_logits = Problem::logits(&theta, k, zv.view());
             let (val_loss, val_acc) = score_logits(&val_logits, data.val_labels);
@@ -444,11 +467,11 @@ pub fn fit_probe(
             tracing::debug!(?point, "grid point");
             on_point(&point);
             grid_points.push(point.clone());
-            let better = best.as_ref().is_none_or(|(b, _, _)| {
+            let better = best.as_ref().is_none_or(|(b, _)| {
                 val_acc > b.val_acc || (val_acc == b.val_acc && val_loss < b.val_loss)
             });
             if better {
-                best = Some((point, theta.clone(), val_logits));
+                best = Some((point, theta.clone()));
             }
             if val_acc > best_here.0 || (val_acc == best_here.0 && val_loss < best_here.1) {
                 best_here = (val_acc, val_loss);
@@ -462,8 +485,38 @@ pub fn fit_probe(
             }
         }
     }
-    let (point, mut theta, val_logits) = best.expect("the grid is not empty");
+    let (mut point, mut theta) = best.expect("the grid is not empty");
+    let val_logits;
     let mut standardizer = Standardizer::fit_scaled(data.train, dim, point.scaling);
+    {
+        // The winner, solved to the full tolerance from where the grid left it.
+        let z = standardizer.apply(data.train);
+        let problem = Problem {
+            z: z.view(),
+            labels: data.train_labels,
+            weights: data.train_weights,
+            classes: k,
+        };
+        let solution = problem.solve(point.c, theta, config, interrupt)?;
+        theta = solution.theta;
+        val_logits = Problem::logits(&theta, k, standardizer.apply(data.val).view());
+        let (val_loss, val_acc) = score_logits(&val_logits, data.val_labels);
+        let (_, train_acc) = score_logits(&Problem::logits(&theta, k, z.view()), data.train_labels);
+        point = GridPoint {
+            val_acc,
+            val_loss,
+            train_acc,
+            iterations: point.iterations + solution.iterations,
+            converged: solution.converged,
+            ..point
+        };
+        if let Some(entry) = grid_points
+            .iter_mut()
+            .find(|p| p.c == point.c && p.scaling == point.scaling)
+        {
+            *entry = point.clone();
+        }
+    }
     if refit {
         let mut rows = data.train.to_vec();
         rows.extend_from_slice(data.val);

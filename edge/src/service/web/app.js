@@ -388,6 +388,10 @@ function init() {
   // A stream cut by a restart ends the image; take it up again.
   $("preview").addEventListener("error", () => setTimeout(reloadPreview, 2000));
   showToken();
+  // Started once the page has loaded, not from the HTML: a stream that has no frame yet
+  // (a camera that is gone) would hold the load event, and the browser's spinner, forever.
+  if (document.readyState === "complete") reloadPreview();
+  else window.addEventListener("load", reloadPreview, { once: true });
   connectEvents();
   pollStatus();
   pollLatest();
