@@ -433,7 +433,8 @@ pub fn fit_probe(
         grid_slack: Some(GRID_TOL_FACTOR),
         ..*config
     };
-    let mut best: Option<(GridPoint, Vec<f64>)> = None;
+    // The best so far: its index in `grid_points`, parameters and scaling.
+    let mut best: Option<(usize, Vec<f64>, Standardizer)> = None;
     let mut grid_points = Vec::new();
     for scaling in [Scaling::Global, Scaling::PerFeature] {
         let standardizer = Standardizer::fit_scaled(data.train, dim, scaling);
@@ -455,12 +456,13 @@ pub fn fit_probe(
             theta = solution.theta;
             tracing::debug!(?point, "grid point");
             on_point(&point);
-            grid_points.push(point.clone());
-            let better = best.as_ref().is_none_or(|(b, _)| {
+            grid_points.push(point);
+            let better = best.as_ref().is_none_or(|(i, _, _)| {
+                let b = &grid_points[*i];
                 val_acc > b.val_acc || (val_acc == b.val_acc && val_loss < b.val_loss)
             });
             if better {
-                best = Some((point, theta.clone()));
+                best = Some((grid_points.len() - 1, theta.clone(), standardizer.clone()));
             }
             if val_acc > best_here.0 || (val_acc == best_here.0 && val_loss < best_here.1) {
                 best_here = (val_acc, val_loss);
@@ -474,35 +476,34 @@ pub fn fit_probe(
             }
         }
     }
-    let (mut point, mut theta) = best.expect("the grid is not empty");
-    let val_logits;
-    let mut standardizer = Standardizer::fit_scaled(data.train, dim, point.scaling);
-    {
-        // The winner, solved to the full tolerance from where the grid left it.
+    let (index, theta, mut standardizer) = best.expect("the grid is not empty");
+    // The winner, solved to the full tolerance from where the grid left it.
+    let (point, mut theta, val_logits) = {
+        let grid_entry = &grid_points[index];
         let z = standardizer.apply(data.train);
+        let zv = standardizer.apply(data.val);
         let problem = Problem {
             z: z.view(),
             labels: data.train_labels,
             weights: data.train_weights,
             classes: k,
         };
-        let solution = problem.solve(point.c, theta, config, interrupt)?;
-        let zv = standardizer.apply(data.val);
-        let (polished, logits) =
-            grid_point(point.scaling, point.c, &solution, z.view(), zv.view(), data);
-        point = GridPoint {
-            iterations: point.iterations + solution.iterations,
+        let solution = problem.solve(grid_entry.c, theta, config, interrupt)?;
+        let (polished, val_logits) = grid_point(
+            grid_entry.scaling,
+            grid_entry.c,
+            &solution,
+            z.view(),
+            zv.view(),
+            data,
+        );
+        let point = GridPoint {
+            iterations: grid_entry.iterations + solution.iterations,
             ..polished
         };
-        val_logits = logits;
-        theta = solution.theta;
-        if let Some(entry) = grid_points
-            .iter_mut()
-            .find(|p| p.c == point.c && p.scaling == point.scaling)
-        {
-            *entry = point.clone();
-        }
-    }
+        (point, solution.theta, val_logits)
+    };
+    grid_points[index] = point.clone();
     if refit {
         let mut rows = data.train.to_vec();
         rows.extend_from_slice(data.val);
