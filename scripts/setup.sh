@@ -93,7 +93,7 @@ say "the other Debian packages and the PyPI downloads continue in the background
 trap 'kill "$fetch_pid" 2>/dev/null || true' INT TERM
 
 # --- Build ---------------------------------------------------------------------------------
-say "building scion and scion-edge (release; about 18 minutes on 2 cores the first time)"
+say "building scion and scion-edge (release; about 18 minutes on 2 cores the first time, seconds after that)"
 # Only the binaries: the test targets are built by `cargo test --release`, which reuses every
 # library built here (the features match: see `regex` in the workspace Cargo.toml).
 build_status=0
