@@ -114,15 +114,42 @@ impl From<BoardId> for &'static str {
 }
 
 /// Numeric precision an engine should build for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Full precision: CPUs, or GPUs without fast half floats.
+    #[default]
     Fp32,
     /// Half precision: every Jetson GPU.
     Fp16,
-    /// 8-bit integers with calibration: Volta and later (tensor cores, DLA).
+    /// 8-bit integers, from a model quantized with QDQ nodes: Volta and later (tensor
+    /// cores, DLA).
     Int8,
+}
+
+impl Precision {
+    /// The lower-case name used in configs, flags and cache keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(format!(
+                "unknown precision '{text}' (expected fp32, fp16 or int8)"
+            )),
+        }
+    }
 }
 
 /// The CUDA GPU of a board.
@@ -168,7 +195,9 @@ pub struct BoardProfile {
     pub dla_cores: u8,
     /// Engines to try, best first (names as `scion-edge --engine` takes them).
     pub engine_order: &'static [&'static str],
-    /// The precision worth building engines for.
+    /// The precision worth building TensorRT engines for when the user names none. INT8
+    /// applies only to models quantized with QDQ nodes; for any other
+    /// model a board with INT8 builds FP16, its next best.
     pub precision: Precision,
     /// A `gst://` source for the board's CSI camera (scion adds the conversion to RGB).
     pub csi_source: Option<&'static str>,

@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
         threads: args.get(5).map(|t| t.parse()).transpose()?.unwrap_or(0),
         ort_library: None,
         spin_wait: true,
+        ..Default::default()
     };
     let mut session = engine::prepare(kind, &model.spec(), &options)?;
     let shape = model.card.preprocessing.input_shape(batch);

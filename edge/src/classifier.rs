@@ -4,7 +4,8 @@
 use scion_onnx::ModelCard;
 use scion_onnx::card::UnknownRule;
 
-use crate::engine::{EngineError, EngineKind, Session, Tensor};
+use crate::engine::precision_check::Agreement;
+use crate::engine::{EngineError, EngineKind, Precision, Selected, Session, Tensor};
 use crate::postprocess::softmax;
 
 /// Runs a model and turns its outputs into per-image probabilities.
@@ -13,6 +14,8 @@ pub struct Classifier {
     card: ModelCard,
     /// The card's rejection rule, unless switched off.
     unknown: Option<UnknownRule>,
+    /// How a reduced-precision engine compared with FP32, when it was checked.
+    agreement: Option<Agreement>,
 }
 
 /// The label of an image outside every class.
@@ -38,7 +41,30 @@ impl Classifier {
             session,
             card,
             unknown,
+            agreement: None,
         }
+    }
+
+    /// Wrap what a policy selected, keeping its precision check.
+    pub fn from_selected(selected: Selected, card: ModelCard) -> Self {
+        let mut classifier = Classifier::new(selected.session, card);
+        classifier.agreement = selected.agreement;
+        classifier
+    }
+
+    /// The precision the engine was built for.
+    pub fn precision(&self) -> Precision {
+        self.session.precision()
+    }
+
+    /// The options handed to the execution provider, `key=value`.
+    pub fn provider_options(&self) -> Option<String> {
+        self.session.provider_options()
+    }
+
+    /// The reduced-precision check, when one ran.
+    pub fn agreement(&self) -> Option<&Agreement> {
+        self.agreement.as_ref()
     }
 
     /// Apply the card's "unknown" rule (the default when the card has one) or not.

@@ -3,6 +3,7 @@
 //! offline batch classifier. No training dependencies.
 
 pub mod augment;
+pub mod check_images;
 pub mod classifier;
 pub mod classify;
 pub mod engine;

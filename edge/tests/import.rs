@@ -35,6 +35,7 @@ fn options(preset: Preset) -> ImportOptions {
             threads: 1,
             ort_library: Some(common::ort_lib()),
             spin_wait: false,
+            ..Default::default()
         },
         tolerance: 1e-4,
     }

@@ -51,6 +51,7 @@ fn goldfish_reference() -> ReferenceOutput {
             ort_library: Some(ort_lib()),
             ..EngineOptions::default()
         },
+        Default::default(),
     );
     let mut classifier = (*prepare)(&loaded).expect("ORT");
     let bytes = std::fs::read(photo("gold_fish.jpg")).expect("photo");
@@ -591,7 +592,7 @@ fn a_source_killed_mid_stream_reconnects_and_frames_flow_again() {
 }
 
 #[test]
-fn systemd_hears_ready_watchdog_and_stopping() {
+fn systemd_hears_the_engine_being_prepared_then_ready_watchdog_and_stopping() {
     use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().expect("tempdir");
     let socket_path = dir.path().join("notify.sock");
@@ -615,7 +616,22 @@ fn systemd_hears_ready_watchdog_and_stopping() {
             .expect("a notification within a minute");
         heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
-    assert!(heard[0].starts_with("READY=1\nSTATUS=serving"), "{heard:?}");
+    // While the first model is prepared (a TensorRT build can take minutes), systemd is
+    // asked for more start-up time; then READY.
+    assert!(
+        heard[0].starts_with("EXTEND_TIMEOUT_USEC=20000000\nSTATUS=preparing engine ("),
+        "{heard:?}"
+    );
+    let ready = heard
+        .iter()
+        .position(|m| m.starts_with("READY=1\nSTATUS=serving"))
+        .expect("READY");
+    assert!(
+        heard[1..ready]
+            .iter()
+            .all(|m| m.starts_with("EXTEND_TIMEOUT_USEC=")),
+        "{heard:?}"
+    );
     assert_eq!(service.terminate(), Some(0));
     socket
         .set_read_timeout(Some(Duration::from_secs(1)))

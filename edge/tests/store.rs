@@ -18,6 +18,7 @@ fn ort() -> Arc<Preparer> {
             ort_library: Some(ort_lib()),
             ..EngineOptions::default()
         },
+        Default::default(),
     )
 }
 

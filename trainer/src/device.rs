@@ -47,7 +47,19 @@ mod cuda {
     use super::DeviceError;
     use burn::prelude::Device;
 
+    /// burn's CUDA backend panics at the first tensor operation without a driver or a
+    /// device, so the driver is asked first and its answer becomes the error.
     pub fn device() -> Result<Device, DeviceError> {
+        let unusable = |message: String| DeviceError {
+            requested: "cuda",
+            message,
+        };
+        let devices = scion_edge::engine::platform::cuda_devices()
+            .map_err(|why| unusable(format!("{why}; train with --device cpu")))?;
+        let first = devices.first().ok_or_else(|| {
+            unusable("the CUDA driver lists no device; train with --device cpu".into())
+        })?;
+        tracing::info!("training on CUDA device 0: {}", first.describe());
         Ok(Device::cuda(0))
     }
 }

@@ -271,7 +271,7 @@ fn import_captures_turns_a_device_capture_folder_into_training_data() {
         path: "m.onnx".into(),
         engine: "tract".into(),
         classes: 10,
-        summary: Default::default(),
+        ..Default::default()
     };
     let mut saved = Vec::new();
     for (seq, (class, guess, unknown)) in [

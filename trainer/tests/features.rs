@@ -34,6 +34,7 @@ fn session(model: &Model) -> Box<dyn Session> {
         threads: 2,
         ort_library: Some(lib),
         spin_wait: false,
+        ..Default::default()
     };
     engine::prepare(EngineKind::OrtCpu, &model.spec(), &options).expect("ort")
 }

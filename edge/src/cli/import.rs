@@ -189,6 +189,7 @@ fn run_onnx(args: &ImportArgs) -> Result<()> {
             threads: 0,
             ort_library: o.ort_lib.clone(),
             spin_wait: false,
+            ..Default::default()
         },
         tolerance: o.tolerance,
     };

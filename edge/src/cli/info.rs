@@ -100,15 +100,77 @@ pub fn run(args: InfoArgs) -> Result<()> {
     if args.no_engines {
         return Ok(());
     }
-    let options = args.engine.options();
+    let options = args.engine.options()?;
+    print_platform(&model, &options);
     for kind in EngineKind::ALL {
         let status = match engine::prepare(kind, &model.spec(), &options) {
-            Ok(_) => "available".to_string(),
+            Ok(session) => format!("available, {}", session.precision()),
             Err(e) => format!("unavailable: {e}"),
         };
         println!("engine:   {kind:<9} {status}");
     }
     Ok(())
+}
+
+/// The GPU stack as the libraries report it, the precision TensorRT would build, the
+/// options each GPU provider would be given, and the engine cache folder this model would use.
+fn print_platform(model: &Model, options: &engine::EngineOptions) {
+    use engine::{gpu, platform};
+    let devices = match platform::cuda_devices() {
+        Ok(d) if d.is_empty() => "the driver lists no device".to_string(),
+        Ok(d) => d
+            .iter()
+            .map(|d| format!("{}: {}", d.ordinal, d.describe()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(why) => why,
+    };
+    println!("cuda:     {devices}");
+    println!(
+        "tensorrt: {}",
+        platform::tensorrt_version().unwrap_or_else(|why| why)
+    );
+    let onnxruntime = engine::ort_engine::build_info(options.ort_library.as_deref())
+        .unwrap_or_else(|e| e.to_string());
+    println!("onnxruntime: {onnxruntime}");
+    let quantized = gpu::is_quantized(&model.bytes);
+    let precision = gpu::resolve_precision(options.precision, options.board_precision, quantized);
+    println!(
+        "precision: asked {}, TensorRT would build {}{}",
+        options
+            .precision
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| format!("none (board: {})", options.board_precision.as_str())),
+        match &precision {
+            Ok(p) => p.as_str().to_string(),
+            Err(why) => format!("nothing: {why}"),
+        },
+        if quantized {
+            " (the model has QDQ nodes)"
+        } else {
+            ""
+        }
+    );
+    // The plan without the cache: `info` looks, it creates no cache folder.
+    let uncached = engine::EngineOptions {
+        cache: None,
+        ..options.clone()
+    };
+    for kind in [EngineKind::TensorRt, EngineKind::Cuda] {
+        if let Ok(plan) = gpu::plan(kind, &model.spec(), &uncached, &onnxruntime)
+            && let Some(text) = plan.describe()
+        {
+            println!("options:  {text}");
+        }
+    }
+    if let (Some(cache), Ok(precision)) = (&options.cache, precision) {
+        let folder = gpu::engine_key(&model.spec(), precision, options, &onnxruntime)
+            .map(|key| cache.dir.join(key.folder_name()).display().to_string());
+        println!(
+            "engine cache: {}",
+            folder.unwrap_or_else(|why| format!("not used here: {why}"))
+        );
+    }
 }
 
 /// A model without a card: what the graph is, what `import onnx` would find, and the

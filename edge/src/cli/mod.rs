@@ -5,14 +5,18 @@ mod classify;
 mod import;
 mod info;
 mod install;
+mod prepare;
 mod serve;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use scion_edge::ContractOverrides;
-use scion_edge::engine::{EngineKind, EngineOptions, Policy};
+use scion_edge::engine::precision_check::CheckImages;
+use scion_edge::engine::{EngineKind, EngineOptions, Policy, Precision};
+use scion_edge::service::CHECK_IMAGE_LIMIT;
+use scion_edge::service::config::EngineSection;
 
 /// Run scion models on the device: classify folders of images with ONNX Runtime or tract,
 /// serve a camera as a long-running service, import pretrained backbones, inspect models.
@@ -33,6 +37,9 @@ enum Command {
     Import(import::ImportArgs),
     /// Show a model's card, inputs and outputs, and which engines can run it here.
     Info(info::InfoArgs),
+    /// Build a model's engine now (TensorRT into --engine-cache), check a reduced-precision
+    /// engine against FP32, and say how long it took.
+    Prepare(prepare::PrepareArgs),
     /// Classify camera or video frames continuously, as a service (HTTP API, MQTT,
     /// model updates without downtime, systemd).
     Serve(Box<serve::ServeArgs>),
@@ -62,9 +69,95 @@ struct EngineArgs {
     /// Path of libonnxruntime.so (default: $ORT_DYLIB_PATH, then beside the executable).
     #[arg(long, value_name = "FILE")]
     ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+/// TensorRT and CUDA settings (`[engine]` in edge.toml takes the same names).
+#[derive(Debug, Clone, Default, Args)]
+struct GpuArgs {
+    /// TensorRT precision: fp32, fp16 or int8 (int8 needs a model quantized with QDQ
+    /// nodes). Default: the board's (FP16 on Jetsons; INT8 from Xavier on for QDQ
+    /// models), FP32 elsewhere.
+    #[arg(long, value_name = "P", help_heading = "GPU engines")]
+    precision: Option<Precision>,
+    /// Keep TensorRT engines in this folder, one subfolder per model and key, so a start
+    /// does not rebuild them (default: none, every start builds).
+    #[arg(long, value_name = "DIR", help_heading = "GPU engines")]
+    engine_cache: Option<PathBuf>,
+    /// Size budget of --engine-cache, MiB; the entries used longest ago go first
+    /// [default: 2048].
+    #[arg(long, value_name = "MIB", help_heading = "GPU engines")]
+    engine_cache_mb: Option<u64>,
+    /// A reduced-precision engine must give the FP32 top-1 on this share of the check
+    /// images, else it is refused and FP32 serves [default: 0.99].
+    #[arg(long, value_name = "SHARE", value_parser = parse_share, help_heading = "GPU engines")]
+    min_agreement: Option<f64>,
+    /// Check a reduced-precision engine on the images in this folder (its first 1,000 in
+    /// path order; e.g. a validation split) against FP32 answers.
+    #[arg(long, value_name = "DIR", help_heading = "GPU engines")]
+    check_images: Option<PathBuf>,
+    /// CUDA device ordinal [default: 0].
+    #[arg(long, value_name = "N", help_heading = "GPU engines")]
+    device_id: Option<u32>,
+    /// Run what TensorRT can on this DLA core (Xavier, Orin NX/AGX).
+    #[arg(long, value_name = "N", help_heading = "GPU engines")]
+    dla_core: Option<u32>,
+    /// TensorRT builder workspace, MiB (default: TensorRT's).
+    #[arg(long, value_name = "MIB", help_heading = "GPU engines")]
+    workspace_mb: Option<u64>,
+    /// cuDNN convolution search: exhaustive, heuristic or default [default: exhaustive].
+    #[arg(long, value_name = "HOW", value_parser = checked::<scion_edge::engine::provider_options::ConvAlgoSearch>, help_heading = "GPU engines")]
+    cudnn_search: Option<String>,
+    /// CUDA arena growth: next_power_of_two or same_as_requested [default:
+    /// next_power_of_two].
+    #[arg(long, value_name = "HOW", value_parser = checked::<scion_edge::engine::provider_options::ArenaExtend>, help_heading = "GPU engines")]
+    arena: Option<String>,
+    /// Cap on the CUDA arena, MiB.
+    #[arg(long, value_name = "MIB", help_heading = "GPU engines")]
+    gpu_mem_limit_mb: Option<u64>,
 }
 
 impl EngineArgs {
+    /// Flags given on the command line replace the section's values.
+    fn merge_into(&self, section: &mut EngineSection) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *target = v.clone();
+            }
+        }
+        fn set_some<T: Clone>(target: &mut Option<T>, value: &Option<T>) {
+            if value.is_some() {
+                target.clone_from(value);
+            }
+        }
+        if let Some(kind) = self.engine {
+            section.engine = Some(kind.name().to_string());
+        }
+        section.require |= self.require;
+        set(&mut section.threads, &self.threads);
+        set_some(&mut section.ort_lib, &self.ort_lib);
+        let gpu = &self.gpu;
+        set_some(&mut section.precision, &gpu.precision);
+        set_some(&mut section.cache_dir, &gpu.engine_cache);
+        set(&mut section.cache_mb, &gpu.engine_cache_mb);
+        set(&mut section.min_agreement, &gpu.min_agreement);
+        set_some(&mut section.check_images, &gpu.check_images);
+        set(&mut section.device_id, &gpu.device_id);
+        set_some(&mut section.dla_core, &gpu.dla_core);
+        set_some(&mut section.workspace_mb, &gpu.workspace_mb);
+        set(&mut section.cudnn_search, &gpu.cudnn_search);
+        set(&mut section.arena, &gpu.arena);
+        set_some(&mut section.gpu_mem_limit_mb, &gpu.gpu_mem_limit_mb);
+    }
+
+    /// The settings of a command without a config file: defaults and flags.
+    fn section(&self) -> EngineSection {
+        let mut section = EngineSection::default();
+        self.merge_into(&mut section);
+        section
+    }
+
     fn policy(&self) -> Policy {
         match self.engine {
             Some(e) => Policy::prefer(e, self.require),
@@ -75,31 +168,63 @@ impl EngineArgs {
         }
     }
 
-    /// The first engine the policy accepts for `model`, with the model's card.
+    /// The images `--check-images` names, preprocessed for `model`.
+    fn check_images(&self, model: &scion_edge::model::Model) -> Result<Option<CheckImages>> {
+        self.section()
+            .check_images
+            .as_deref()
+            .map(|dir| {
+                scion_edge::check_images::from_folder(model, dir, CHECK_IMAGE_LIMIT)
+                    .map_err(anyhow::Error::msg)
+                    .context("--check-images")
+            })
+            .transpose()
+    }
+
+    /// The first engine the policy accepts for `model`, with the model's card. A
+    /// reduced-precision engine is checked on `--check-images` first.
     fn classifier(&self, model: &scion_edge::model::Model) -> Result<scion_edge::Classifier> {
-        use anyhow::Context;
+        let check = self.check_images(model)?;
         let selected = self
             .policy()
-            .select(&model.spec(), &self.options())
+            .select_checked(&model.spec(), &self.options()?, check.as_ref())
             .with_context(|| {
                 format!(
                     "{}: no engine could prepare the model",
                     model.path.display()
                 )
             })?;
-        Ok(scion_edge::Classifier::new(
-            selected.session,
+        Ok(scion_edge::Classifier::from_selected(
+            selected,
             model.card.clone(),
         ))
     }
 
-    fn options(&self) -> EngineOptions {
-        EngineOptions {
-            threads: self.threads.unwrap_or(0),
-            ort_library: self.ort_lib.clone(),
-            spin_wait: false,
-        }
+    fn options(&self) -> Result<EngineOptions> {
+        Ok(self.section().options(board_precision())?)
     }
+}
+
+/// The detected board's TensorRT precision (FP32 where no board is recognised).
+fn board_precision() -> Precision {
+    scion_edge::service::hardware::board(None)
+        .map(|b| b.profile.precision)
+        .unwrap_or_default()
+}
+
+/// A share between 0 and 1.
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{text}' is not a share between 0 and 1 (e.g. 0.99)"
+        )),
+    }
+}
+
+/// The text, once it parses as a `T` (the config section keeps names, not values).
+fn checked<T: std::str::FromStr<Err = String>>(text: &str) -> Result<String, String> {
+    text.parse::<T>().map(|_| text.to_string())
 }
 
 fn parse_triple(s: &str) -> Result<[f32; 3], String> {
@@ -175,6 +300,7 @@ pub fn run() -> Result<i32> {
         Command::Classify(args) => classify::run(args, cli.log.quiet),
         Command::Import(args) => import::run(args).map(|_| 0),
         Command::Info(args) => info::run(args).map(|_| 0),
+        Command::Prepare(args) => prepare::run(args, cli.log.quiet).map(|_| 0),
         Command::Serve(args) => serve::run_serve(*args),
         Command::Install(args) => install::run_install(args).map(|_| 0),
         Command::Keygen(args) => install::run_keygen(args).map(|_| 0),

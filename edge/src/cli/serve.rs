@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use scion_edge::engine::{EngineKind, EngineOptions, Policy};
+use scion_edge::engine::{EngineKind, Policy};
 use scion_edge::serve::collect::{self, Collector};
 use scion_edge::serve::hub::Hub;
 use scion_edge::serve::{Output, ServeConfig, ServeStats, run};
@@ -14,7 +14,7 @@ use scion_edge::service::config::{DEFAULT_CONFIG_PATH, EdgeConfig};
 use scion_edge::service::hardware::{self, Hardware, UartSection};
 use scion_edge::service::store::{ModelStore, parse_public_key};
 use scion_edge::service::systemd::Notifier;
-use scion_edge::service::{http, inbox, mqtt, prepare_file, preparer, store};
+use scion_edge::service::{CheckSources, http, inbox, mqtt, prepare_file, preparer, store};
 use scion_edge::source::{Backoff, FrameSource, Reconnecting, SourceUri};
 
 /// Classify camera or video frames continuously, as a service: latest frame only, smoothed
@@ -211,15 +211,7 @@ impl ServeArgs {
             collect.max_mb = mb;
         }
         set(&mut config.board, &self.board);
-        let engine = &self.engine;
-        if let Some(kind) = engine.engine {
-            config.engine.engine = Some(kind.name().to_string());
-        }
-        config.engine.require |= engine.require;
-        if let Some(threads) = engine.threads {
-            config.engine.threads = threads;
-        }
-        set(&mut config.engine.ort_lib, &engine.ort_lib);
+        self.engine.merge_into(&mut config.engine);
         Ok(config)
     }
 }
@@ -283,10 +275,10 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
     };
     let prepare = preparer(
         policy,
-        EngineOptions {
-            threads: config.engine.threads,
-            ort_library: config.engine.ort_lib.clone(),
-            spin_wait: false,
+        config.engine.options(board.profile.precision)?,
+        CheckSources {
+            folder: config.engine.check_images.clone(),
+            references: config.models.dir.as_ref().map(|d| d.join("references")),
         },
     );
     let store = match &config.models.dir {
@@ -308,8 +300,15 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         None => None,
     };
     let model_path = store::initial_model(store.as_deref(), config.model.as_deref())?;
-    let mut model = prepare_file(&model_path, &*prepare)
-        .with_context(|| format!("model {}", model_path.display()))?;
+    let notifier = Notifier::from_env().map(Arc::new);
+    let mut model = {
+        // A first TensorRT build takes minutes: tell systemd the start is alive.
+        let _extending = notifier
+            .clone()
+            .map(|n| scion_edge::service::systemd::extend_start_while(n, "preparing engine"));
+        prepare_file(&model_path, &*prepare)
+            .with_context(|| format!("model {}", model_path.display()))?
+    };
     model.classifier.set_unknown(config.unknown);
     tracing::info!(
         "serving {} ({}) on {}",
@@ -397,7 +396,12 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
                         .map(|r| format!(", L4T {r}"))
                         .unwrap_or_default()
                 ),
-                precision: board.profile.precision.to_string(),
+                precision: config
+                    .engine
+                    .precision
+                    .unwrap_or(board.profile.precision)
+                    .as_str()
+                    .to_string(),
                 gpio: hardware::describe(&config.gpio),
             },
         });
@@ -443,7 +447,6 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
             .with_context(|| format!("models.inbox {}", inbox_dir.display()))?,
         );
     }
-    let notifier = Notifier::from_env().map(Arc::new);
     if let Some(notifier) = &notifier {
         notifier.notify(&format!(
             "READY=1\nSTATUS=serving {} on {} from {source_text}",

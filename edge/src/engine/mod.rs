@@ -2,9 +2,15 @@
 //! "run many" (a batch of NCHW f32 in, named outputs out), and an ordered selection policy
 //! with explicit, logged fallback. The engine actually used is always reported.
 
-mod gpu;
+pub mod cache;
+pub mod gpu;
 pub mod ort_engine;
+pub mod platform;
+pub mod precision_check;
+pub mod provider_options;
 pub mod tract_engine;
+
+pub use provider_options::{GpuOptions, Precision};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -136,7 +142,7 @@ pub enum EngineError {
 }
 
 /// Settings shared by all engines.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Threads for intra-op parallelism; 0 lets the engine decide.
     pub threads: usize,
@@ -146,6 +152,33 @@ pub struct EngineOptions {
     /// model, but on a small CPU the spinning steals the cores that decode images, so it
     /// is off by default.
     pub spin_wait: bool,
+    /// The precision asked for TensorRT (none: `board_precision`). The other engines run
+    /// the model's own types.
+    pub precision: Option<Precision>,
+    /// The board's precision, used when none is asked (INT8 only for QDQ models).
+    pub board_precision: Precision,
+    /// CUDA and TensorRT settings.
+    pub gpu: GpuOptions,
+    /// Where TensorRT engines are kept between starts (none: built at every start).
+    pub cache: Option<cache::EngineCache>,
+    /// The share of check images on which a reduced-precision engine must give the FP32
+    /// top-1, else it is refused and FP32 serves.
+    pub min_agreement: f64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            threads: 0,
+            ort_library: None,
+            spin_wait: false,
+            precision: None,
+            board_precision: Precision::Fp32,
+            gpu: GpuOptions::default(),
+            cache: None,
+            min_agreement: precision_check::DEFAULT_MIN_AGREEMENT,
+        }
+    }
 }
 
 /// What an engine needs to know about a model.
@@ -167,6 +200,14 @@ pub trait Session: Send {
     fn kind(&self) -> EngineKind;
     /// Run one batch (NCHW or as the card says) through the model.
     fn run(&mut self, input: &Tensor) -> Result<Outputs, EngineError>;
+    /// The precision the engine was built for (only TensorRT builds below FP32).
+    fn precision(&self) -> Precision {
+        Precision::Fp32
+    }
+    /// The options handed to the execution provider, `key=value` (none for CPU engines).
+    fn provider_options(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Prepare `model` on exactly the engine `kind`.
@@ -200,7 +241,14 @@ pub struct Selected {
     pub session: Box<dyn Session>,
     /// Engines tried first, with the reason each was skipped.
     pub fallbacks: Vec<Fallback>,
+    /// How a reduced-precision engine compared with FP32, when it was checked. A refused
+    /// engine leaves its figure here and `session` is the FP32 build.
+    pub agreement: Option<precision_check::Agreement>,
 }
+
+/// How a policy prepares one engine: [`prepare`], or a stand-in in tests.
+pub type PrepareFn<'a> = dyn Fn(EngineKind, &ModelSpec<'_>, &EngineOptions) -> Result<Box<dyn Session>, EngineError>
+    + 'a;
 
 /// An ordered list of engines to try, with fallback unless strict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +287,78 @@ impl Policy {
         model: &ModelSpec<'_>,
         options: &EngineOptions,
     ) -> Result<Selected, EngineError> {
+        self.select_with(model, options, None, &prepare)
+    }
+
+    /// [`Policy::select`], then check a reduced-precision engine on `check` against FP32
+    /// answers; below `options.min_agreement` it is refused and rebuilt at FP32.
+    pub fn select_checked(
+        &self,
+        model: &ModelSpec<'_>,
+        options: &EngineOptions,
+        check: Option<&precision_check::CheckImages>,
+    ) -> Result<Selected, EngineError> {
+        self.select_with(model, options, check, &prepare)
+    }
+
+    /// The policy with its engine preparation given, so tests can stand a CPU engine in for
+    /// a reduced-precision one.
+    pub fn select_with(
+        &self,
+        model: &ModelSpec<'_>,
+        options: &EngineOptions,
+        check: Option<&precision_check::CheckImages>,
+        prepare: &PrepareFn<'_>,
+    ) -> Result<Selected, EngineError> {
+        let mut selected = self.first_accepting(model, options, prepare)?;
+        let precision = selected.session.precision();
+        if precision == Precision::Fp32 {
+            return Ok(selected);
+        }
+        let Some(check) = check.filter(|c| !c.inputs.is_empty()) else {
+            tracing::warn!(
+                "{} {precision} is not checked against FP32: no check images (pass \
+                 --check-images, set engine.check_images, or add the card's reference images \
+                 to the model store)",
+                selected.session.kind()
+            );
+            return Ok(selected);
+        };
+        let fp32 = EngineOptions {
+            precision: Some(Precision::Fp32),
+            ..options.clone()
+        };
+        // FP32 answers from the cheapest engine that gives them: not another TensorRT build.
+        let reference_policy = Policy {
+            order: [EngineKind::Cuda, EngineKind::OrtCpu, EngineKind::Tract]
+                .into_iter()
+                .filter(|k| k.compiled())
+                .collect(),
+            strict: false,
+        };
+        let mut reference = reference_policy.first_accepting(model, &fp32, prepare)?;
+        let agreement = precision_check::agreement(
+            selected.session.as_mut(),
+            reference.session.as_mut(),
+            check,
+            options.min_agreement,
+        )?;
+        if agreement.accepted() {
+            tracing::info!("{agreement}: accepted");
+        } else {
+            tracing::warn!("{agreement}: refused; building FP32 instead");
+            selected.session = prepare(selected.session.kind(), model, &fp32)?;
+        }
+        selected.agreement = Some(agreement);
+        Ok(selected)
+    }
+
+    fn first_accepting(
+        &self,
+        model: &ModelSpec<'_>,
+        options: &EngineOptions,
+        prepare: &PrepareFn<'_>,
+    ) -> Result<Selected, EngineError> {
         let mut fallbacks = Vec::new();
         let candidates = if self.strict {
             &self.order[..1.min(self.order.len())]
@@ -248,8 +368,12 @@ impl Policy {
         for &kind in candidates {
             match prepare(kind, model, options) {
                 Ok(session) => {
-                    tracing::info!(engine = %kind, "engine selected");
-                    return Ok(Selected { session, fallbacks });
+                    tracing::info!(engine = %kind, precision = %session.precision(), "engine selected");
+                    return Ok(Selected {
+                        session,
+                        fallbacks,
+                        agreement: None,
+                    });
                 }
                 Err(reason) => {
                     if self.strict {

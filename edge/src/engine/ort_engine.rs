@@ -9,7 +9,9 @@ use ort::session::Session as OrtInner;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
-use super::{EngineError, EngineKind, EngineOptions, ModelSpec, Outputs, Session, Tensor};
+use super::{
+    EngineError, EngineKind, EngineOptions, ModelSpec, Outputs, Precision, Session, Tensor,
+};
 
 /// Environment variable naming the ONNX Runtime library, as `ort` itself uses.
 pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
@@ -94,6 +96,14 @@ pub struct OrtSession {
     session: OrtInner,
     input: String,
     outputs: Vec<String>,
+    precision: Precision,
+    provider_options: Option<String>,
+}
+
+/// ONNX Runtime's build string (version, commit), once the library is loaded.
+pub fn build_info(explicit: Option<&Path>) -> Result<String, EngineError> {
+    ensure_runtime(explicit)?;
+    Ok(ort::info().to_string())
 }
 
 impl OrtSession {
@@ -104,8 +114,10 @@ impl OrtSession {
         model: &ModelSpec<'_>,
         options: &EngineOptions,
     ) -> Result<Self, EngineError> {
-        let provider = super::gpu::execution_provider(kind)?;
+        super::gpu::require_compiled(kind)?;
         let (_, environment) = ensure_runtime(options.ort_library.as_deref())?;
+        let plan = super::gpu::plan(kind, model, options, ort::info())?;
+        let providers = super::gpu::execution_providers(&plan)?;
         let prepare_err = |e: ort::Error| EngineError::Prepare {
             engine: kind,
             message: e.to_string(),
@@ -122,19 +134,37 @@ impl OrtSession {
                 .with_intra_threads(options.threads)
                 .map_err(|e| prepare_err(e.into()))?;
         }
-        if let Some(ep) = provider {
+        if !providers.is_empty() {
             builder = builder
-                .with_execution_providers([ep])
+                .with_execution_providers(providers)
                 .map_err(|e| prepare_err(e.into()))?;
         }
+        let started = std::time::Instant::now();
         let session = builder
             .commit_from_memory(model.bytes)
             .map_err(prepare_err)?;
+        if let Some((cache, entry)) = &plan.cache {
+            tracing::info!(
+                "{kind} engine ready in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            match cache.prune(&entry.dirs.engines) {
+                Ok(pruned) if !pruned.removed.is_empty() => tracing::info!(
+                    "engine cache: pruned {} old entries to {} MiB",
+                    pruned.removed.len(),
+                    pruned.bytes / (1024 * 1024)
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("{e}; not pruned"),
+            }
+        }
         Ok(OrtSession {
             kind,
             session,
             input: model.input.to_string(),
             outputs: model.outputs.to_vec(),
+            precision: plan.precision,
+            provider_options: plan.describe(),
         })
     }
 }
@@ -142,6 +172,14 @@ impl OrtSession {
 impl Session for OrtSession {
     fn kind(&self) -> EngineKind {
         self.kind
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn provider_options(&self) -> Option<String> {
+        self.provider_options.clone()
     }
 
     fn run(&mut self, input: &Tensor) -> Result<Outputs, EngineError> {

@@ -18,7 +18,7 @@ use crate::postprocess::Ranked;
 use crate::preprocess::RgbImage;
 
 /// Which model is serving.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ModelInfo {
     /// The card's name.
     pub name: String,
@@ -28,6 +28,14 @@ pub struct ModelInfo {
     pub path: String,
     /// The engine running it.
     pub engine: String,
+    /// The precision that engine was built for (`fp32` except TensorRT's FP16/INT8).
+    pub precision: String,
+    /// The options handed to the execution provider, `key=value`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_options: Option<String>,
+    /// How a reduced-precision engine compared with FP32, when it was checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision_check: Option<String>,
     /// Number of classes.
     pub classes: usize,
     /// What the page shows of the card (left out of `/healthz` and `/v1/model`).
@@ -73,14 +81,30 @@ impl CardSummary {
 }
 
 impl ModelInfo {
-    /// The identity of a loaded model prepared on `engine`.
-    pub fn of(model: &crate::model::Model, path: &std::path::Path, engine: &str) -> ModelInfo {
+    /// The identity of a loaded model, and how `classifier` runs it.
+    pub fn of(
+        model: &crate::model::Model,
+        path: &std::path::Path,
+        classifier: &crate::Classifier,
+    ) -> ModelInfo {
         use sha2::Digest;
         ModelInfo {
             name: model.card.name.clone(),
             sha256: hex::encode(sha2::Sha256::digest(&model.bytes)),
             path: path.display().to_string(),
-            engine: engine.to_string(),
+            engine: classifier.engine().to_string(),
+            precision: classifier.precision().as_str().to_string(),
+            provider_options: classifier.provider_options(),
+            precision_check: classifier.agreement().map(|a| {
+                format!(
+                    "{a}: {}",
+                    if a.accepted() {
+                        "accepted"
+                    } else {
+                        "refused, FP32 serves"
+                    }
+                )
+            }),
             classes: model.card.labels.len(),
             summary: CardSummary::of(&model.card),
         }

@@ -126,7 +126,7 @@ impl Metrics {
     /// seconds since the last frame (none yet: absent).
     pub fn render(
         &self,
-        engine: &str,
+        engine: &EngineLabels<'_>,
         model: &str,
         last_frame_age: Option<f64>,
         now: Instant,
@@ -196,9 +196,13 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP scion_engine_info The engine in use and the model it runs.\n\
-             # TYPE scion_engine_info gauge\nscion_engine_info{{engine=\"{}\",model=\"{}\"}} 1",
-            escape(engine),
+            "# HELP scion_engine_info The engine in use, the precision asked and the one it \
+             was built for (a refused reduced-precision engine shows fp32), and the model.\n\
+             # TYPE scion_engine_info gauge\nscion_engine_info{{engine=\"{}\",precision_asked=\"{}\",\
+             precision=\"{}\",model=\"{}\"}} 1",
+            escape(engine.engine),
+            escape(engine.precision_asked),
+            escape(engine.precision),
             escape(model)
         );
         let _ = writeln!(
@@ -234,6 +238,17 @@ impl Metrics {
 }
 
 /// The microcontroller link's counters.
+/// What `scion_engine_info` says of the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineLabels<'a> {
+    /// The engine's name.
+    pub engine: &'a str,
+    /// The precision asked (config, flag or board default).
+    pub precision_asked: &'a str,
+    /// The precision the engine was built for.
+    pub precision: &'a str,
+}
+
 fn render_uart(out: &mut String, uart: &scion_boards::uart::LinkStats) {
     let _ = writeln!(
         out,

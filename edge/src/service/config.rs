@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::EngineKind;
 use crate::serve::collect::CollectSection;
 use crate::serve::smoothing::SmoothingConfig;
+pub use crate::service::engine_config::EngineSection;
 use crate::service::hardware::{GpioSection, SinksSection};
 
 /// Where the service looks for its configuration when `--config` is not given.
@@ -60,20 +60,6 @@ pub struct EdgeConfig {
     /// its classes are announced as `unknown` (a label for `gpio.trigger`, index 65535 on
     /// the UART link).
     pub unknown: bool,
-}
-
-/// `[engine]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EngineSection {
-    /// Engine tried first (tensorrt, cuda, ort-cpu, tract).
-    pub engine: Option<String>,
-    /// Refuse to fall back to another engine.
-    pub require: bool,
-    /// Intra-op threads (0: the engine's default, every core).
-    pub threads: usize,
-    /// Path of libonnxruntime.so.
-    pub ort_lib: Option<PathBuf>,
 }
 
 /// `[http]`.
@@ -270,11 +256,7 @@ impl EdgeConfig {
         if s.hold == 0 {
             return invalid("smoothing.hold", "must be at least 1".into());
         }
-        if let Some(engine) = &self.engine.engine
-            && let Err(e) = engine.parse::<EngineKind>()
-        {
-            return invalid("engine.engine", e);
-        }
+        self.engine.options(crate::engine::Precision::Fp32)?;
         if let Some(listen) = &self.http.listen
             && let Err(e) = listen.parse::<SocketAddr>()
         {

@@ -57,7 +57,7 @@ pub struct DeviceInfo {
     pub source: String,
     /// The board profile's name (and L4T release).
     pub board: String,
-    /// The precision engines build for on this board.
+    /// The precision asked for TensorRT: the config's, else the board's default.
     pub precision: String,
     /// The GPIO actions configured, in words ("off" without any).
     pub gpio: String,
@@ -125,13 +125,18 @@ async fn healthz(State(api): State<Arc<Api>>) -> Response {
 
 async fn metrics(State(api): State<Arc<Api>>) -> Response {
     let model = api.hub.model();
-    let (engine, id) = model
-        .as_ref()
-        .map_or(("none", "none"), |m| (m.engine.as_str(), m.id()));
+    let (engine, precision, id) = model.as_ref().map_or(("none", "none", "none"), |m| {
+        (m.engine.as_str(), m.precision.as_str(), m.id())
+    });
+    let labels = crate::serve::metrics::EngineLabels {
+        engine,
+        precision_asked: &api.device.precision,
+        precision,
+    };
     let mut text = api
         .hub
         .metrics()
-        .render(engine, id, api.hub.last_frame_age(), Instant::now());
+        .render(&labels, id, api.hub.last_frame_age(), Instant::now());
     if let Some(collector) = api.hub.collector() {
         text.push_str(&collector.render_metrics());
     }
@@ -223,12 +228,9 @@ async fn status(State(api): State<Arc<Api>>) -> Response {
         })
     });
     let engine = model.as_ref().map_or("none", |m| m.engine.as_str());
-    // The board's precision is what GPU engines build for; CPU engines run fp32.
-    let precision = if engine == "tensorrt" {
-        api.device.precision.as_str()
-    } else {
-        "FP32"
-    };
+    // What was asked (config, flag or the board's default) and what the engine was built
+    // for: CPU engines run FP32, and a refused reduced-precision engine leaves FP32.
+    let precision = model.as_ref().map_or("none", |m| m.precision.as_str());
     let mut body = json!({
         "health": health,
         "uptime_s": api.hub.uptime(),
@@ -242,6 +244,9 @@ async fn status(State(api): State<Arc<Api>>) -> Response {
         "uart": uart,
         "engine": engine,
         "precision": precision,
+        "precision_asked": api.device.precision,
+        "provider_options": model.as_ref().and_then(|m| m.provider_options.clone()),
+        "precision_check": model.as_ref().and_then(|m| m.precision_check.clone()),
         "fps": fps,
         "last_frame_age_s": age,
         "last_frame_at_ms": last_frame_at_ms,

@@ -3,6 +3,7 @@
 
 pub mod captures;
 pub mod config;
+pub mod engine_config;
 pub mod hardware;
 pub mod http;
 pub mod inbox;
@@ -27,7 +28,7 @@ const SWAP_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn prepare_file(path: &Path, prepare: &Preparer) -> anyhow::Result<Prepared> {
     let model = Model::load(path, &ContractOverrides::default())?;
     let classifier = prepare(&model).map_err(anyhow::Error::msg)?;
-    let info = ModelInfo::of(&model, path, &classifier.engine().to_string());
+    let info = ModelInfo::of(&model, path, &classifier);
     Ok(Prepared { classifier, info })
 }
 
@@ -73,15 +74,41 @@ pub fn install_and_swap(
     }
 }
 
-/// A [`Preparer`] for an engine policy: the first engine the policy accepts.
+/// Where a service finds the images a reduced-precision engine is checked on.
+#[derive(Debug, Clone, Default)]
+pub struct CheckSources {
+    /// A folder of images (`engine.check_images`), first choice.
+    pub folder: Option<std::path::PathBuf>,
+    /// The model store's reference images (named by sha256), for the card's references.
+    pub references: Option<std::path::PathBuf>,
+}
+
+/// How many images of a check folder are used at most.
+pub const CHECK_IMAGE_LIMIT: usize = 1000;
+
+/// A [`Preparer`] for an engine policy: the first engine the policy accepts, a
+/// reduced-precision one only after it gave the FP32 answers on the check images.
 pub fn preparer(
     policy: crate::engine::Policy,
     options: crate::engine::EngineOptions,
+    checks: CheckSources,
 ) -> std::sync::Arc<Preparer> {
     std::sync::Arc::new(move |model: &Model| {
+        let check = match (&checks.folder, &checks.references) {
+            (Some(dir), _) => Some(crate::check_images::from_folder(
+                model,
+                dir,
+                CHECK_IMAGE_LIMIT,
+            )?),
+            (None, Some(dir)) => Some(crate::check_images::from_references(model, dir)),
+            (None, None) => None,
+        };
         let selected = policy
-            .select(&model.spec(), &options)
+            .select_checked(&model.spec(), &options, check.as_ref())
             .map_err(|e| format!("no engine could prepare the model: {e}"))?;
-        Ok(crate::Classifier::new(selected.session, model.card.clone()))
+        Ok(crate::Classifier::from_selected(
+            selected,
+            model.card.clone(),
+        ))
     })
 }

@@ -310,7 +310,7 @@ impl ModelStore {
                 self.dir.join("references").display()
             )));
         }
-        let info = ModelInfo::of(&model, path, &classifier.engine().to_string());
+        let info = ModelInfo::of(&model, path, &classifier);
         Ok((Prepared { classifier, info }, checked, missing))
     }
 

@@ -74,3 +74,45 @@ pub fn watchdog(
             }
         })
 }
+
+/// While alive, asks systemd every few seconds for more start-up time
+/// (`EXTEND_TIMEOUT_USEC`) and shows `what` and the seconds so far in `systemctl status`.
+/// Dropping it stops.
+pub struct ExtendStart {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Extend the start timeout while the returned guard lives (the first engine build).
+pub fn extend_start_while(notifier: Arc<Notifier>, what: &'static str) -> ExtendStart {
+    const EVERY: Duration = Duration::from_secs(5);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("scion-start".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                notifier.notify(&format!(
+                    "EXTEND_TIMEOUT_USEC={}\nSTATUS={what} ({} s)",
+                    (EVERY * 4).as_micros(),
+                    started.elapsed().as_secs()
+                ));
+                let until = std::time::Instant::now() + EVERY;
+                while !flag.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        })
+        .ok();
+    ExtendStart { stop, thread }
+}
+
+impl Drop for ExtendStart {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

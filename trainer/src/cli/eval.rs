@@ -96,6 +96,7 @@ pub fn run_eval(args: EvalArgs) -> Result<i32> {
         threads: 0,
         ort_library: args.ort_lib.clone(),
         spin_wait: false,
+        ..Default::default()
     };
     let policy = match args.engine {
         Some(e) => Policy::prefer(e, true),

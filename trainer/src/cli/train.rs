@@ -266,6 +266,7 @@ impl TrainSetup {
                 threads: 0,
                 ort_library: self.ort_lib.clone(),
                 spin_wait: false,
+                ..Default::default()
             },
             parity_engines,
             tolerance: self.tolerance,

@@ -37,6 +37,7 @@ fn burn_forward_of_lite0_matches_tract() {
         threads: 2,
         ort_library: Some(ort_lib()),
         spin_wait: false,
+        ..Default::default()
     };
     let mut tract = engine::prepare(EngineKind::Tract, &model.spec(), &options).expect("tract");
     let reference = tract

@@ -89,6 +89,7 @@ fn onnx_runtime(model: &ModelProto, shape: [usize; 4]) -> Vec<f32> {
         threads: 1,
         ort_library: Some(ort_lib()),
         spin_wait: false,
+        ..Default::default()
     };
     let mut session = engine::prepare(EngineKind::OrtCpu, &spec, &options).expect("ort");
     let out = session

@@ -50,6 +50,7 @@ impl ExtractArgs {
                 threads: 0,
                 ort_library: self.ort_lib.clone(),
                 spin_wait: false,
+                ..Default::default()
             },
             threads: self.threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
