@@ -184,9 +184,13 @@ impl EngineArgs {
     /// The first engine the policy accepts for `model`, with the model's card. A
     /// reduced-precision engine is checked on `--check-images` first.
     fn classifier(&self, model: &scion_edge::model::Model) -> Result<scion_edge::Classifier> {
-        let check = self.check_images(model)?;
-        let selected = self
-            .policy()
+        let policy = self.policy();
+        let check = if policy.may_reduce_precision() {
+            self.check_images(model)?
+        } else {
+            None
+        };
+        let selected = policy
             .select_checked(&model.spec(), &self.options()?, check.as_ref())
             .with_context(|| {
                 format!(

@@ -280,6 +280,19 @@ impl Policy {
         Policy { order, strict }
     }
 
+    /// Whether an engine of this policy can build below FP32 (TensorRT, compiled in), so
+    /// check images are worth preparing.
+    pub fn may_reduce_precision(&self) -> bool {
+        let tried = if self.strict {
+            &self.order[..1.min(self.order.len())]
+        } else {
+            &self.order[..]
+        };
+        tried
+            .iter()
+            .any(|k| *k == EngineKind::TensorRt && k.compiled())
+    }
+
     /// Prepare the model on the first engine that accepts it. Every engine passed over is
     /// logged with its reason (a warning, except engines simply not compiled in).
     pub fn select(

@@ -95,6 +95,7 @@ pub fn preparer(
 ) -> std::sync::Arc<Preparer> {
     std::sync::Arc::new(move |model: &Model| {
         let check = match (&checks.folder, &checks.references) {
+            _ if !policy.may_reduce_precision() => None,
             (Some(dir), _) => Some(crate::check_images::from_folder(
                 model,
                 dir,
