@@ -21,6 +21,7 @@ pub mod infer;
 pub mod io;
 pub mod normalize;
 pub mod patch;
+pub mod quantize;
 pub mod zoo;
 
 pub use card::ModelCard;

@@ -83,6 +83,17 @@ pub enum Patch {
         /// Dense layers, first to last.
         layers: Vec<Dense>,
     },
+    /// Static INT8 in the QDQ format: each Conv and Gemm gets its activation quantized per
+    /// tensor (symmetric, at the calibrated `|x|` threshold given for it) and its weight per
+    /// output channel. See [`crate::quantize`].
+    QuantizeQdq {
+        /// `(activation, threshold)` for every tensor of
+        /// [`crate::quantize::activation_tensors`].
+        thresholds: Vec<(String, f32)>,
+        /// The outputs whose computation is quantized (the class scores); nodes only other
+        /// outputs need stay float. Empty: every Conv and Gemm.
+        outputs: Vec<String>,
+    },
     /// Add an output of distances from `features` (`[batch, dim]`) to class prototypes in
     /// standardised feature space: what the card's "unknown" rule reads.
     PrototypeDistance {
@@ -153,6 +164,18 @@ impl Patch {
                 output,
             } => crate::distance::add_distances(edited, features, prototypes, output)
                 .map(|_| None)?,
+            Patch::QuantizeQdq {
+                thresholds,
+                outputs,
+            } => {
+                let weights =
+                    crate::quantize::quantize_qdq(&mut edited_model, thresholds, outputs)?;
+                Some(format!(
+                    "quantized {} activations and {} weights to INT8 (QDQ)",
+                    thresholds.len(),
+                    weights.len()
+                ))
+            }
             Patch::InitializersAsConstants => n::initializers_as_constants(&mut edited_model),
             Patch::FixInputShape { dims } => n::fix_input_shape(edited, dims)?,
             Patch::RemoveInferenceNoOps => n::remove_inference_no_ops(edited),

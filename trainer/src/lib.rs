@@ -35,6 +35,7 @@ pub mod loader;
 pub mod metrics;
 pub mod net;
 pub mod plots;
+pub mod quantize;
 pub mod represent;
 pub mod score;
 pub mod sheets;

@@ -77,7 +77,7 @@ struct EngineArgs {
 #[derive(Debug, Clone, Default, Args)]
 struct GpuArgs {
     /// TensorRT precision: fp32, fp16 or int8 (int8 needs a model quantized with QDQ
-    /// nodes). Default: the board's (FP16 on Jetsons; INT8 from Xavier on for QDQ
+    /// nodes, from `scion quantize`). Default: the board's (FP16 on Jetsons; INT8 from Xavier on for QDQ
     /// models), FP32 elsewhere.
     #[arg(long, value_name = "P", help_heading = "GPU engines")]
     precision: Option<Precision>,

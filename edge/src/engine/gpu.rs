@@ -39,8 +39,8 @@ impl ProviderPlan {
 
 /// The text every "INT8 without QDQ nodes" refusal carries.
 pub const INT8_NEEDS_QDQ: &str = "INT8 needs a model quantized with QDQ nodes \
-    (QuantizeLinear/DequantizeLinear), e.g. by ONNX Runtime's `quantize_static` (scion's own \
-    `scion quantize` is not built yet), or ask for fp16";
+    (QuantizeLinear/DequantizeLinear): make one with `scion quantize --model M.onnx \
+    --calibration DIR --data DATA --out M.int8.onnx`, or ask for fp16";
 
 /// The precision TensorRT builds: a QDQ model is INT8 by construction; an explicit ask
 /// otherwise wins; the board's INT8 default means FP16 for a model without QDQ nodes.

@@ -4,6 +4,7 @@ mod data;
 mod eval;
 mod experiment;
 mod inspect;
+mod quantize;
 mod train;
 
 use anyhow::Result;
@@ -30,6 +31,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Score an exported model on a labelled folder.
     Eval(eval::EvalArgs),
+    /// Quantize an exported model to INT8 (QDQ), calibrated on your images and checked
+    /// against FP32 on the validation split.
+    Quantize(quantize::QuantizeArgs),
     /// Compare ways of training on your data (head only, fine-tuned, from scratch).
     #[command(subcommand)]
     Experiment(experiment::ExperimentCommand),
@@ -58,6 +62,7 @@ pub fn run() -> Result<i32> {
         Command::Data(cmd) => data::run(cmd),
         Command::Train(args) => train::run_train(args),
         Command::Eval(args) => eval::run_eval(args),
+        Command::Quantize(args) => quantize::run_quantize(args),
         Command::Experiment(cmd) => experiment::run(cmd),
         Command::Embed(args) => inspect::embed::run_embed(args),
         Command::Merge(args) => inspect::embed::run_merge(args),
