@@ -316,9 +316,12 @@ fn a_camera_that_is_gone_is_shown_as_such() {
         warning.contains("no frames yet from v4l2:///dev/video99"),
         "{warning}"
     );
-    assert_eq!(
-        browser.eval("return document.getElementById('health').textContent;"),
-        "waiting for frames"
+    // The page may first have seen "preparing engine": the API listens before the model
+    // is ready.
+    browser.wait_for(
+        "the page says the service waits for frames",
+        Duration::from_secs(30),
+        "return document.getElementById('health').textContent === 'waiting for frames';",
     );
     assert_eq!(service.terminate(), Some(0));
 

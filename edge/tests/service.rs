@@ -792,3 +792,49 @@ fn json_logs_and_an_unwritable_output_are_handled() {
         .code(1)
         .stderr(contains("output /proc/no/frames.jsonl"));
 }
+
+#[test]
+fn healthz_says_preparing_engine_until_the_first_model_is_ready() {
+    // tract takes about a second to optimise Lite0 on two cores: the API already listens.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut service = Service::start(
+        dir.path(),
+        &[
+            "--source",
+            "test://ball",
+            "--listen",
+            "127.0.0.1:0",
+            "--engine",
+            "tract",
+            "--require",
+        ],
+        &[],
+    );
+    let mut states = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = service.get("/healthz");
+        let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let state = health["status"].as_str().expect("status").to_string();
+        if states.last() != Some(&state) {
+            states.push(state.clone());
+        }
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "never ready: {states:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("preparing engine"),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("ready"),
+        "{states:?}"
+    );
+    assert_eq!(service.terminate(), Some(0));
+}

@@ -300,70 +300,9 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
         None => None,
     };
     let model_path = store::initial_model(store.as_deref(), config.model.as_deref())?;
-    let notifier = Notifier::from_env().map(Arc::new);
-    let mut model = {
-        // A first TensorRT build takes minutes: tell systemd the start is alive.
-        let _extending = notifier
-            .clone()
-            .map(|n| scion_edge::service::systemd::extend_start_while(n, "preparing engine"));
-        prepare_file(&model_path, &*prepare)
-            .with_context(|| format!("model {}", model_path.display()))?
-    };
-    model.classifier.set_unknown(config.unknown);
-    tracing::info!(
-        "serving {} ({}) on {}",
-        model.info.name,
-        model.info.id(),
-        model.info.engine
-    );
-
-    let mut out: Box<dyn Write> = match &config.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("output {}", path.display()))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("cannot install the SIGTERM/Ctrl-C handler")?;
-    }
+    // The API listens before the first model is prepared, so /healthz can say
+    // "preparing engine" through a first TensorRT build.
     let hub = Arc::new(Hub::new());
-    if let Some(dir) = &config.capture_dir {
-        let collector = Collector::start(dir, config.collect.clone())
-            .with_context(|| format!("capture_dir {}", dir.display()))?;
-        let stats = collector.stats();
-        tracing::info!(
-            "collecting into {} ({} images there; policies: {})",
-            dir.display(),
-            stats.files,
-            if config.collect.policies.is_empty() {
-                "the capture button only".to_string()
-            } else {
-                config
-                    .collect
-                    .policies
-                    .iter()
-                    .map(|p| p.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        );
-        if config.collect.policies.contains(&collect::Policy::Unknown)
-            && model.classifier.card().unknown.is_none()
-        {
-            tracing::warn!(
-                "collect policy `unknown`: {} has no unknown rule, so it saves nothing",
-                model.info.name
-            );
-        }
-        hub.set_collector(collector);
-    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -420,6 +359,69 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
                 tracing::error!("HTTP API: {e}");
             }
         }));
+    }
+    let notifier = Notifier::from_env().map(Arc::new);
+    let mut model = {
+        // A first TensorRT build takes minutes: tell systemd the start is alive.
+        let _extending = notifier
+            .clone()
+            .map(|n| scion_edge::service::systemd::extend_start_while(n, "preparing engine"));
+        prepare_file(&model_path, &*prepare)
+            .with_context(|| format!("model {}", model_path.display()))?
+    };
+    model.classifier.set_unknown(config.unknown);
+    tracing::info!(
+        "serving {} ({}) on {}",
+        model.info.name,
+        model.info.id(),
+        model.info.engine
+    );
+
+    let mut out: Box<dyn Write> = match &config.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("output {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("cannot install the SIGTERM/Ctrl-C handler")?;
+    }
+    if let Some(dir) = &config.capture_dir {
+        let collector = Collector::start(dir, config.collect.clone())
+            .with_context(|| format!("capture_dir {}", dir.display()))?;
+        let stats = collector.stats();
+        tracing::info!(
+            "collecting into {} ({} images there; policies: {})",
+            dir.display(),
+            stats.files,
+            if config.collect.policies.is_empty() {
+                "the capture button only".to_string()
+            } else {
+                config
+                    .collect
+                    .policies
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+        if config.collect.policies.contains(&collect::Policy::Unknown)
+            && model.classifier.card().unknown.is_none()
+        {
+            tracing::warn!(
+                "collect policy `unknown`: {} has no unknown rule, so it saves nothing",
+                model.info.name
+            );
+        }
+        hub.set_collector(collector);
     }
     if config.mqtt.broker.is_some() {
         tasks.push(runtime.spawn(mqtt::run(

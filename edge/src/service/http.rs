@@ -97,7 +97,9 @@ pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response 
 /// Ready, or why not: (status code, word).
 fn health(api: &Api, has_model: bool, age: Option<f64>) -> (StatusCode, &'static str) {
     match (has_model, age) {
-        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "loading"),
+        // The API listens while the first model's engine is prepared (minutes for a first
+        // TensorRT build), so this is what a watcher sees then.
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "preparing engine"),
         (true, None) => (StatusCode::SERVICE_UNAVAILABLE, "waiting for frames"),
         (true, Some(age)) if age > api.stale_after_s => {
             (StatusCode::SERVICE_UNAVAILABLE, "frames stopped")
@@ -466,6 +468,17 @@ async fn install(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -
     let signature = headers
         .get("x-scion-signature")
         .map(|v| v.as_bytes().to_vec());
+    if let Some(response) = refuse(&api, &headers) {
+        return response;
+    }
+    if api.hub.model().is_none() {
+        // The frame loop is not running yet to take a swap: the store would point at a
+        // model the loop never gets.
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the first model's engine is still being prepared; retry when /healthz says ready",
+        );
+    }
     let (hub, prepare) = (api.hub.clone(), api.prepare.clone());
     store_job(&api, &headers, move |store| {
         install_and_swap(&store, &hub, &*prepare, &body, signature.as_deref())
