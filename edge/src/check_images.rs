@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use crate::classify::inputs::has_image_extension;
 use crate::engine::Tensor;
 use crate::engine::precision_check::CheckImages;
 use crate::model::Model;
@@ -29,16 +28,15 @@ fn tensor(model: &Model, bytes: &[u8]) -> Result<Tensor, String> {
     })
 }
 
-/// Up to `limit` images under `dir` (recursively, in path order, so every run checks the
-/// same ones). An unreadable image is an error naming it: a check set must be sound.
+/// Up to `limit` images under `dir` (found as `classify` finds them, in path order, so
+/// every run checks the same ones). An unreadable image is an error naming it: a check set must be sound.
 pub fn from_folder(model: &Model, dir: &Path, limit: usize) -> Result<CheckImages, String> {
-    let mut paths: Vec<_> = walkdir::WalkDir::new(dir)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file() && has_image_extension(e.path()))
-        .map(|e| e.into_path())
-        .collect();
+    let mut paths: Vec<std::path::PathBuf> =
+        crate::classify::inputs::expand(&[dir.display().to_string()])
+            .files
+            .into_iter()
+            .map(Into::into)
+            .collect();
     if paths.is_empty() {
         return Err(format!("check images {}: no images there", dir.display()));
     }

@@ -68,15 +68,12 @@ pub struct Calibration {
 
 /// The images under `dir` (recursively, in path order), at most `limit`.
 pub fn calibration_images(dir: &Path, limit: usize) -> Result<Vec<PathBuf>, QuantizeError> {
-    let mut paths: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_type().is_file() && scion_edge::classify::inputs::has_image_extension(e.path())
-        })
-        .map(|e| e.into_path())
-        .collect();
+    let mut paths: Vec<PathBuf> =
+        scion_edge::classify::inputs::expand(&[dir.display().to_string()])
+            .files
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
     if paths.is_empty() {
         return Err(QuantizeError::Calibration {
             dir: dir.into(),

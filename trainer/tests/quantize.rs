@@ -16,31 +16,11 @@ fn scion() -> Command {
     cmd
 }
 
-/// Fashion-MNIST: 20 images each of the first three classes, and a model trained on them.
+/// Fashion-MNIST (6 training images of each class, the first 30 test images as the
+/// validation split), and a model trained on it.
 fn trained(dir: &Path) -> (PathBuf, PathBuf) {
     let data = dir.join("data");
-    scion()
-        .args([
-            "data",
-            "import-idx",
-            "--preset",
-            "fashion-mnist",
-            "--per-class",
-            "20",
-        ])
-        .arg("--out")
-        .arg(&data)
-        .assert()
-        .success();
-    let mut classes: Vec<PathBuf> = std::fs::read_dir(&data)
-        .expect("read")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    classes.sort();
-    for extra in classes.into_iter().skip(3) {
-        std::fs::remove_dir_all(extra).expect("remove class");
-    }
+    scion_tests::fashion_mnist(&data, 6, 30);
     let model = dir.join("fmnist.onnx");
     scion()
         .arg("train")
@@ -57,13 +37,13 @@ fn trained(dir: &Path) -> (PathBuf, PathBuf) {
     (data, model)
 }
 
-fn quantize(model: &Path, data: &Path, out: &Path) -> Command {
+fn quantize(model: &Path, calibration: &Path, data: &Path, out: &Path) -> Command {
     let mut cmd = scion();
     cmd.arg("quantize")
         .arg("--model")
         .arg(model)
         .arg("--calibration")
-        .arg(data)
+        .arg(calibration)
         .arg("--data")
         .arg(data)
         .arg("--out")
@@ -76,14 +56,14 @@ fn an_int8_model_is_written_with_its_calibration_and_comparison_or_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (data, model) = trained(dir.path());
     let out = dir.path().join("fmnist.int8.onnx");
-    // 12 validation images: one flip is 8 points, so the gate is opened for this part.
-    let run = quantize(&model, &data, &out)
+    // 30 validation images: one flip is 3.3 points, so the gate is opened for this part.
+    let run = quantize(&model, &data.join("train"), &data, &out)
         .args(["--max-drop", "100"])
         .assert()
         .success()
         .stdout(contains("activations and").and(contains("weights to INT8 (QDQ)")))
         .stdout(contains("calibrated on 60 images (percentile 99.9)"))
-        .stdout(contains("validation (12 images): top-1 FP32"));
+        .stdout(contains("validation (30 images): top-1 FP32"));
     let stdout = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
 
     let fp32_bytes = std::fs::read(&model).expect("fp32");
@@ -103,7 +83,7 @@ fn an_int8_model_is_written_with_its_calibration_and_comparison_or_refused() {
     );
     assert_eq!(
         q["validation"]["per_class"].as_array().map(Vec::len),
-        Some(3)
+        Some(10)
     );
     let agreement = q["validation"]["agreement"].as_f64().expect("agreement");
     assert!(
@@ -147,7 +127,7 @@ fn an_int8_model_is_written_with_its_calibration_and_comparison_or_refused() {
 
     // Ranges cut at the 1st percentile clip nearly everything: refused, nothing written.
     let refused = dir.path().join("refused.onnx");
-    quantize(&model, &data, &refused)
+    quantize(&model, &data.join("train"), &data, &refused)
         .args(["--percentile", "1", "--max-drop", "0"])
         .assert()
         .code(1)
@@ -161,14 +141,14 @@ fn bad_quantize_input_gets_an_error_naming_it() {
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).expect("dir");
     let model = asset("models/efficientnet-lite0.onnx");
-    quantize(&model, &empty, &dir.path().join("x.onnx"))
+    quantize(&model, &empty, &empty, &dir.path().join("x.onnx"))
         .assert()
         .failure()
         .stderr(contains(format!(
             "calibration {}: no images there",
             empty.display()
         )));
-    quantize(&model, &empty, &dir.path().join("x.onnx"))
+    quantize(&model, &empty, &empty, &dir.path().join("x.onnx"))
         .args(["--percentile", "101"])
         .assert()
         .failure()

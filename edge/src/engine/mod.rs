@@ -283,14 +283,18 @@ impl Policy {
     /// Whether an engine of this policy can build below FP32 (TensorRT, compiled in), so
     /// check images are worth preparing.
     pub fn may_reduce_precision(&self) -> bool {
-        let tried = if self.strict {
+        self.tried()
+            .iter()
+            .any(|k| *k == EngineKind::TensorRt && k.compiled())
+    }
+
+    /// The engines this policy may try: the first only when strict.
+    fn tried(&self) -> &[EngineKind] {
+        if self.strict {
             &self.order[..1.min(self.order.len())]
         } else {
             &self.order[..]
-        };
-        tried
-            .iter()
-            .any(|k| *k == EngineKind::TensorRt && k.compiled())
+        }
     }
 
     /// Prepare the model on the first engine that accepts it. Every engine passed over is
@@ -373,12 +377,7 @@ impl Policy {
         prepare: &PrepareFn<'_>,
     ) -> Result<Selected, EngineError> {
         let mut fallbacks = Vec::new();
-        let candidates = if self.strict {
-            &self.order[..1.min(self.order.len())]
-        } else {
-            &self.order[..]
-        };
-        for &kind in candidates {
+        for &kind in self.tried() {
             match prepare(kind, model, options) {
                 Ok(session) => {
                     tracing::info!(engine = %kind, precision = %session.precision(), "engine selected");
