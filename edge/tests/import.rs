@@ -233,6 +233,25 @@ fn bad_sources_are_refused_and_nothing_is_written() {
         .code(1)
         .stderr(contains("weights.bin"))
         .stderr(contains(name.as_str()));
+    // External data that points out of the model's folder is refused, not read.
+    let outside = tempfile::tempdir().expect("tempdir");
+    let secret = outside.path().join("secret.bin");
+    std::fs::write(&secret, vec![7u8; 1 << 16]).expect("secret");
+    std::os::unix::fs::symlink(&secret, dir.path().join("planted.bin")).expect("symlink");
+    for (location, why) in [
+        (secret.display().to_string(), "not a plain relative path"),
+        ("../secret.bin".to_string(), "not a plain relative path"),
+        ("planted.bin".to_string(), "leads out of the model's folder"),
+    ] {
+        let t = &mut external.graph.as_mut().expect("graph").initializer[0];
+        t.external_data = vec![builder::metadata("location", &location)];
+        scion_onnx::io::save(&external, &external_path).expect("save");
+        import(&external_path, &[])
+            .assert()
+            .code(1)
+            .stderr(contains(why))
+            .stderr(contains(name.as_str()));
+    }
     // An op neither engine runs.
     let mut alien = scion_onnx::io::load(&source).expect("load");
     let g = alien.graph.as_mut().expect("graph");

@@ -129,7 +129,7 @@ fn check_images(model: &Model) -> CheckImages {
 fn a_reduced_precision_engine_that_keeps_the_answers_serves() {
     let model = Model::load(&common::model(), &ContractOverrides::default()).expect("model");
     let check = check_images(&model);
-    assert_eq!(check.inputs.len(), 9, "the nine set-up photos");
+    assert_eq!(check.images.len(), 9, "the nine set-up photos");
     let selected = select(&with_weights(&model.bytes, fp16_rounded), &check);
     let agreement = selected.agreement.expect("checked");
     assert_eq!((agreement.agreeing, agreement.total), (9, 9), "{agreement}");
@@ -159,9 +159,10 @@ fn a_reduced_precision_engine_that_changes_answers_is_refused_for_fp32() {
     let mut reference =
         engine::prepare(EngineKind::OrtCpu, &model.spec(), &options(Precision::Fp32))
             .expect("ort-cpu");
-    for input in &check.inputs {
-        let a = selected.session.run(input).expect("runs");
-        let b = reference.run(input).expect("runs");
+    for input in check.inputs() {
+        let input = input.expect("the photos decode");
+        let a = selected.session.run(&input).expect("runs");
+        let b = reference.run(&input).expect("runs");
         assert_eq!(
             a.0[0].1.data, b.0[0].1.data,
             "the FP32 build is the model itself"
@@ -172,8 +173,44 @@ fn a_reduced_precision_engine_that_changes_answers_is_refused_for_fp32() {
 #[test]
 fn without_check_images_a_reduced_engine_serves_unchecked_and_says_so() {
     let model = Model::load(&common::model(), &ContractOverrides::default()).expect("model");
-    let empty = CheckImages::default();
+    let mut empty = check_images(&model);
+    empty.images.clear();
     let selected = select(&with_weights(&model.bytes, fp16_rounded), &empty);
     assert!(selected.agreement.is_none());
     assert_eq!(selected.session.precision(), Precision::Fp16);
+}
+
+#[test]
+fn an_undecodable_check_image_is_left_out_and_counted() {
+    let model = Model::load(&common::model(), &ContractOverrides::default()).expect("model");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(common::photos()).expect("photos") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+    }
+    let photo = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .next()
+        .expect("a photo")
+        .expect("entry")
+        .path();
+    let bytes = std::fs::read(&photo).expect("read");
+    std::fs::write(dir.path().join("truncated.jpg"), &bytes[..bytes.len() / 3]).expect("write");
+    std::fs::write(dir.path().join("text.jpg"), b"not an image").expect("write");
+    let check =
+        scion_edge::check_images::from_folder(&model, dir.path(), 1000).expect("check images");
+    assert_eq!(check.images.len(), 11);
+    let selected = select(&with_weights(&model.bytes, fp16_rounded), &check);
+    let agreement = selected.agreement.expect("checked");
+    assert_eq!(
+        (agreement.agreeing, agreement.total, agreement.skipped),
+        (9, 9, 2),
+        "{agreement}"
+    );
+    assert!(
+        agreement
+            .to_string()
+            .ends_with("; 2 undecodable images left out"),
+        "{agreement}"
+    );
 }

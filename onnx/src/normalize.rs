@@ -371,7 +371,9 @@ pub(crate) fn typed_outputs(model: &mut ModelProto) -> Result<Option<String>> {
 }
 
 /// Inline tensors stored in external data files (models over 2 GiB, or exported with
-/// `save_as_external_data`), read from `dir`. A missing file is an error naming it.
+/// `save_as_external_data`), read from `dir`. A missing file is an error naming it, and so
+/// is a location outside `dir` (absolute, `..`, or a link out of it): a model must not make
+/// the importer read `/etc/shadow` into its weights.
 pub fn inline_external_data(model: &mut ModelProto, dir: &std::path::Path) -> Result<usize> {
     let Some(graph) = model.graph.as_mut() else {
         return Ok(0);
@@ -396,7 +398,12 @@ pub fn inline_external_data(model: &mut ModelProto, dir: &std::path::Path) -> Re
         })?;
         let offset: u64 = get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
         let length: Option<u64> = get("length").and_then(|v| v.parse().ok());
-        let path = dir.join(&location);
+        let path = external_path(dir, &location).map_err(|why| {
+            Error::Graph(format!(
+                "initializer '{}': external data location '{location}' {why}",
+                t.name
+            ))
+        })?;
         let bytes = std::fs::read(&path).map_err(|e| {
             Error::Graph(format!(
                 "initializer '{}': external data file {}: {e}",
@@ -404,8 +411,12 @@ pub fn inline_external_data(model: &mut ModelProto, dir: &std::path::Path) -> Re
                 path.display()
             ))
         })?;
-        let start = offset as usize;
-        let end = length.map_or(bytes.len(), |l| start + l as usize);
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = match length {
+            None => Some(bytes.len()),
+            Some(l) => usize::try_from(l).ok().and_then(|l| start.checked_add(l)),
+        }
+        .unwrap_or(usize::MAX);
         if end > bytes.len() || start > end {
             return Err(Error::Graph(format!(
                 "initializer '{}': {} holds {} bytes, not {}..{end}",
@@ -421,6 +432,32 @@ pub fn inline_external_data(model: &mut ModelProto, dir: &std::path::Path) -> Re
         count += 1;
     }
     Ok(count)
+}
+
+/// `location` under `dir`, refused when it is absolute, climbs with `..`, or resolves (through
+/// links) outside `dir`.
+fn external_path(
+    dir: &std::path::Path,
+    location: &str,
+) -> std::result::Result<std::path::PathBuf, String> {
+    use std::path::Component;
+    let relative = std::path::Path::new(location);
+    if !relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err("is not a plain relative path inside the model's folder".into());
+    }
+    let path = dir.join(relative);
+    if let (Ok(real), Ok(root)) = (path.canonicalize(), dir.canonicalize())
+        && !real.starts_with(&root)
+    {
+        return Err(format!(
+            "leads out of the model's folder (to {})",
+            real.display()
+        ));
+    }
+    Ok(path)
 }
 
 /// The normalising patches, in the order [`normalize`] applies them.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use scion_edge::engine::{self, EngineKind, EngineOptions, ModelSpec, Session, Tensor};
+use scion_edge::engine::{self, EngineKind, EngineOptions, ModelSpec, Policy, Session, Tensor};
 use scion_edge::{ContractOverrides, Model};
 use scion_onnx::patch::Patch;
 use sha2::{Digest, Sha256};
@@ -119,7 +119,9 @@ impl Backbone {
         Ok(())
     }
 
-    /// A session computing the feature tensor on `kind`.
+    /// A session computing the feature tensor on `kind`. A GPU engine that cannot start
+    /// (an ONNX Runtime without its provider, say: the CUDA head trainer does not need one)
+    /// falls back to ONNX Runtime on the CPU with a warning; `Session::kind` says which ran.
     pub fn feature_session(
         &self,
         kind: EngineKind,
@@ -132,7 +134,14 @@ impl Backbone {
             outputs: &outputs,
             input_shape: self.model.card.preprocessing.input_shape(1),
         };
-        Ok(engine::prepare(kind, &spec, options)?)
+        if kind == EngineKind::OrtCpu || kind == EngineKind::Tract {
+            return Ok(engine::prepare(kind, &spec, options)?);
+        }
+        let policy = Policy {
+            order: vec![kind, EngineKind::OrtCpu],
+            strict: false,
+        };
+        Ok(policy.select(&spec, options)?.session)
     }
 
     /// Shape of the feature tensor for one image, measured by running a blank image.

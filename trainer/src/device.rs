@@ -10,7 +10,8 @@ use burn::prelude::Device;
 pub enum DeviceKind {
     /// burn's flex backend on all CPU cores; feature extraction by ONNX Runtime on the CPU.
     Cpu,
-    /// burn's CUDA backend; feature extraction by ONNX Runtime's CUDA execution provider.
+    /// burn's CUDA backend; feature extraction by ONNX Runtime's CUDA execution provider,
+    /// or by ONNX Runtime on the CPU (with a warning) where that provider is missing.
     Cuda,
 }
 

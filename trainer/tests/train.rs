@@ -152,6 +152,8 @@ fn unreadable_images_are_skipped_and_counted_and_the_run_is_repeatable() {
     );
     let metrics = model.card.provenance.metrics.as_ref().expect("metrics");
     assert_eq!(metrics["parity"].as_array().map(Vec::len), Some(2));
+    assert_eq!(metrics["parity_unchecked"], serde_json::json!([]));
+    assert_eq!(training["feature_engine"], "ort-cpu");
     assert!(metrics["parity"][0]["passed"].as_bool().expect("bool"));
     assert_eq!(model.card.provenance.references.len(), 4);
     assert!(model.card.provenance.backbone_sha256.is_some());
@@ -164,7 +166,31 @@ fn unreadable_images_are_skipped_and_counted_and_the_run_is_repeatable() {
         .args(["--engine", "tract"])
         .assert()
         .success()
-        .stdout(contains("on tract:").and(contains("top-1")));
+        .stdout(contains("on tract FP32:").and(contains("top-1")));
+
+    // Only TensorRT builds below FP32: ONNX Runtime on the CPU answers FP32, unchecked.
+    let eval = scion()
+        .args(["eval", "--model"])
+        .arg(dir.path().join("second.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .args(["--engine", "ort-cpu", "--precision", "fp16", "--json"])
+        .assert()
+        .success();
+    let eval: serde_json::Value =
+        serde_json::from_slice(&eval.get_output().stdout).expect("eval json");
+    assert_eq!(eval["engine"], "ort-cpu");
+    assert_eq!(eval["precision"], "fp32");
+    assert!(eval["precision_check"].is_null(), "{eval}");
+    scion()
+        .args(["eval", "--model"])
+        .arg(dir.path().join("second.onnx"))
+        .arg("--data")
+        .arg(&data)
+        .args(["--min-agreement", "1.5"])
+        .assert()
+        .failure()
+        .stderr(contains("--min-agreement").and(contains("between 0 and 1")));
 }
 
 #[test]

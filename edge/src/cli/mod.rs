@@ -91,7 +91,7 @@ struct GpuArgs {
     engine_cache_mb: Option<u64>,
     /// A reduced-precision engine must give the FP32 top-1 on this share of the check
     /// images, else it is refused and FP32 serves [default: 0.99].
-    #[arg(long, value_name = "SHARE", value_parser = parse_share, help_heading = "GPU engines")]
+    #[arg(long, value_name = "SHARE", value_parser = scion_edge::engine::precision_check::parse_share, help_heading = "GPU engines")]
     min_agreement: Option<f64>,
     /// Check a reduced-precision engine on the images in this folder (its first 1,000 in
     /// path order; e.g. a validation split) against FP32 answers.
@@ -217,15 +217,6 @@ fn board_precision() -> Precision {
 }
 
 /// A share between 0 and 1.
-fn parse_share(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "'{text}' is not a share between 0 and 1 (e.g. 0.99)"
-        )),
-    }
-}
-
 /// The text, once it parses as a `T` (the config section keeps names, not values).
 fn checked<T: std::str::FromStr<Err = String>>(text: &str) -> Result<String, String> {
     text.parse::<T>().map(|_| text.to_string())

@@ -332,7 +332,7 @@ impl Policy {
         if precision == Precision::Fp32 {
             return Ok(selected);
         }
-        let Some(check) = check.filter(|c| !c.inputs.is_empty()) else {
+        let Some(check) = check.filter(|c| !c.is_empty()) else {
             tracing::warn!(
                 "{} {precision} is not checked against FP32: no check images (pass \
                  --check-images, set engine.check_images, or add the card's reference images \

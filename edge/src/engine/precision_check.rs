@@ -4,20 +4,61 @@
 
 use std::fmt;
 
+use scion_onnx::card::Preprocessing;
+
 use super::{EngineError, EngineKind, Precision, Session, Tensor};
+use crate::preprocess::preprocess;
 
 /// The default share of check images that must agree: 99%.
 pub const DEFAULT_MIN_AGREEMENT: f64 = 0.99;
 
-/// Images to check a reduced-precision engine on, preprocessed, one per tensor.
-#[derive(Debug, Clone, Default)]
+/// A `--min-agreement` value: a share between 0 and 1.
+pub fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{text}' is not a share between 0 and 1 (e.g. 0.99)"
+        )),
+    }
+}
+
+/// Images to check a reduced-precision engine on. They are kept encoded and go through the
+/// one preprocessing function one at a time, so a thousand check images cost their file
+/// sizes, not a thousand input tensors (600 MB at 224 x 224: too much for a Nano).
+#[derive(Debug, Clone)]
 pub struct CheckImages {
-    /// Batch-1 inputs, as the model takes them.
-    pub inputs: Vec<Tensor>,
+    /// The images: a name for messages and the file's bytes.
+    pub images: Vec<(String, Vec<u8>)>,
+    /// The model card's preprocessing.
+    pub preprocessing: Preprocessing,
     /// The output whose arg-max is the top-1 (logits or probabilities).
     pub output: String,
     /// Where the images came from, for messages.
     pub source: String,
+}
+
+impl CheckImages {
+    /// Whether there is nothing to check on.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// The batch-1 input of each image, in order; `None` for an image that does not decode.
+    pub fn inputs(&self) -> impl Iterator<Item = Option<Tensor>> + '_ {
+        let shape = self.preprocessing.input_shape(1);
+        self.images.iter().map(
+            move |(name, bytes)| match preprocess(bytes, &self.preprocessing) {
+                Ok(data) => Some(Tensor {
+                    data,
+                    shape: shape.clone(),
+                }),
+                Err(why) => {
+                    tracing::warn!("check image {name}: {why}; left out of the check");
+                    None
+                }
+            },
+        )
+    }
 }
 
 /// How a reduced-precision engine compared with FP32.
@@ -33,6 +74,8 @@ pub struct Agreement {
     pub agreeing: usize,
     /// Images checked.
     pub total: usize,
+    /// Images left out because they do not decode.
+    pub skipped: usize,
     /// The share required.
     pub min_agreement: f64,
     /// Where the images came from.
@@ -69,7 +112,11 @@ impl fmt::Display for Agreement {
             self.source,
             100.0 * self.fraction(),
             100.0 * self.min_agreement
-        )
+        )?;
+        if self.skipped > 0 {
+            write!(f, "; {} undecodable images left out", self.skipped)?;
+        }
+        Ok(())
     }
 }
 
@@ -99,9 +146,14 @@ pub fn agreement(
     images: &CheckImages,
     min_agreement: f64,
 ) -> Result<Agreement, EngineError> {
-    let mut agreeing = 0;
-    for input in &images.inputs {
-        if top1(candidate, input, &images.output)? == top1(reference, input, &images.output)? {
+    let (mut agreeing, mut total, mut skipped) = (0, 0, 0);
+    for input in images.inputs() {
+        let Some(input) = input else {
+            skipped += 1;
+            continue;
+        };
+        total += 1;
+        if top1(candidate, &input, &images.output)? == top1(reference, &input, &images.output)? {
             agreeing += 1;
         }
     }
@@ -110,7 +162,8 @@ pub fn agreement(
         precision: candidate.precision(),
         reference: reference.kind(),
         agreeing,
-        total: images.inputs.len(),
+        total,
+        skipped,
         min_agreement,
         source: images.source.clone(),
     })

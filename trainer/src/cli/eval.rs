@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use scion_edge::engine::{EngineKind, EngineOptions, Policy};
+use scion_edge::engine::precision_check::{self, Agreement, DEFAULT_MIN_AGREEMENT};
+use scion_edge::engine::{EngineKind, EngineOptions, Policy, Precision};
 use scion_edge::{Classifier, ContractOverrides, Model};
 use scion_trainer::dataset::Dataset;
 use scion_trainer::metrics::Metrics;
@@ -40,6 +41,14 @@ pub struct EvalArgs {
     /// Engine: tensorrt, cuda, ort-cpu (alias ort) or tract (default: the best available).
     #[arg(long, value_name = "NAME")]
     engine: Option<EngineKind>,
+    /// TensorRT precision: fp32, fp16 or int8 (int8 needs a model from `scion quantize`).
+    /// Below FP32 the engine must first give the FP32 top-1 on --min-agreement of the
+    /// split, else it is refused and the split is scored at FP32.
+    #[arg(long, value_name = "P")]
+    precision: Option<Precision>,
+    /// The share of the split a reduced-precision engine must agree with FP32 on.
+    #[arg(long, value_name = "SHARE", value_parser = precision_check::parse_share, default_value_t = DEFAULT_MIN_AGREEMENT)]
+    min_agreement: f64,
     /// Write metrics.json and confusion.png here.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
@@ -96,23 +105,47 @@ pub fn run_eval(args: EvalArgs) -> Result<i32> {
         threads: 0,
         ort_library: args.ort_lib.clone(),
         spin_wait: false,
+        precision: args.precision,
+        min_agreement: args.min_agreement,
         ..Default::default()
     };
     let policy = match args.engine {
         Some(e) => Policy::prefer(e, true),
         None => Policy::default(),
     };
-    let selected = policy.select(&model.spec(), &options).with_context(|| {
-        format!(
-            "{}: no engine could prepare the model",
-            args.model.display()
+    let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
+    // A reduced-precision engine is checked on the split itself before it scores it.
+    let check = if policy.may_reduce_precision() {
+        let source = format!("the {:?} split of {}", args.split, args.data.display());
+        Some(
+            scion_edge::check_images::from_paths(&model, &paths, source)
+                .map_err(anyhow::Error::msg)?,
         )
-    })?;
-    let mut classifier = Classifier::new(selected.session, model.card.clone());
+    } else {
+        None
+    };
+    let selected = policy
+        .select_checked(&model.spec(), &options, check.as_ref())
+        .with_context(|| {
+            format!(
+                "{}: no engine could prepare the model",
+                args.model.display()
+            )
+        })?;
+    let mut classifier = Classifier::from_selected(selected, model.card.clone());
+    if let Some(agreement) = classifier.agreement() {
+        eprintln!(
+            "{agreement}: {}",
+            if agreement.accepted() {
+                "accepted"
+            } else {
+                "refused; scored at FP32"
+            }
+        );
+    }
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
-    let paths: Vec<PathBuf> = samples.iter().map(|s| s.path.clone()).collect();
     let bar = indicatif::ProgressBar::new(paths.len() as u64);
     let scored = score(&mut classifier, &paths, 32, threads, &mut |done| {
         bar.set_position(done as u64);
@@ -156,6 +189,8 @@ pub fn run_eval(args: EvalArgs) -> Result<i32> {
             "{}",
             serde_json::to_string(&serde_json::json!({
                 "engine": scored.engine.to_string(),
+                "precision": classifier.precision(),
+                "precision_check": classifier.agreement().map(agreement_json),
                 "skipped": scored.failed.len(),
                 "metrics": metrics,
                 "unknown": unknown,
@@ -166,9 +201,10 @@ pub fn run_eval(args: EvalArgs) -> Result<i32> {
             println!("unknown: {}", describe_unknown(u));
         }
         println!(
-            "{} on {}: {}{}",
+            "{} on {} {}: {}{}",
             args.model.display(),
             scored.engine,
+            classifier.precision(),
             metrics.summary(),
             if scored.failed.is_empty() {
                 String::new()
@@ -178,6 +214,19 @@ pub fn run_eval(args: EvalArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+fn agreement_json(a: &Agreement) -> serde_json::Value {
+    serde_json::json!({
+        "engine": a.engine.to_string(),
+        "precision": a.precision,
+        "reference": a.reference.to_string(),
+        "agreeing": a.agreeing,
+        "total": a.total,
+        "skipped": a.skipped,
+        "min_agreement": a.min_agreement,
+        "accepted": a.accepted(),
+    })
 }
 
 /// Share of images whose unknown score rejects them (`> 1`).

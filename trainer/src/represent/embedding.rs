@@ -150,13 +150,18 @@ impl Embeddings {
             path: path.into(),
             source,
         })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parse the bytes of a file written by [`Embeddings::save`]; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Embeddings, EmbeddingError> {
         let format = |message: String| EmbeddingError::Format {
             path: path.into(),
             message,
         };
-        let tensors = SafeTensors::deserialize(&bytes)
+        let tensors = SafeTensors::deserialize(bytes)
             .map_err(|e| format(format!("not a safetensors file ({e})")))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes)
+        let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| format(format!("not a safetensors file ({e})")))?;
         let meta = header.metadata().clone().unwrap_or_default();
         let json = meta.get(METADATA_KEY).ok_or_else(|| {

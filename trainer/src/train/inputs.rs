@@ -23,6 +23,8 @@ pub(super) struct Totals {
     pub computed: usize,
     pub cached: usize,
     pub skipped: Vec<(PathBuf, String)>,
+    /// The engine that computed backbone features, when a frozen backbone did.
+    pub feature_engine: Option<scion_edge::engine::EngineKind>,
 }
 
 impl Totals {
@@ -70,6 +72,7 @@ pub(super) fn cached(
     observer: &mut dyn TrainObserver,
 ) -> Result<Prepared, TrainError> {
     let mut session = backbone.feature_session(job.device.feature_engine(), &job.engine)?;
+    totals.feature_engine = Some(session.kind());
     let shape = backbone.feature_shape(session.as_mut())?;
     let len: usize = shape.iter().skip(1).product();
     let mut stage = |name: &str,

@@ -469,6 +469,7 @@ pub fn run(
     let training = serde_json::json!({
         "fit": job.fit,
         "device": job.device,
+        "feature_engine": totals.feature_engine.map(EngineKind::name),
         "feature_tensor": backbone.feature_tensor,
         "unfreeze": policy_name(job),
         "trained_from": start,
@@ -525,7 +526,7 @@ pub fn run(
 
     // Parity on every engine.
     let val_paths: Vec<PathBuf> = prepared.val.iter().map(|s| s.path.clone()).collect();
-    let parities = check_parity(
+    let (parities, parity_unchecked) = check_parity(
         job,
         &model,
         &val_paths,
@@ -536,7 +537,11 @@ pub fn run(
     )?;
     crate::export::save_with_metrics(
         &mut model,
-        serde_json::json!({ "validation": summary_json(&metrics), "parity": parities }),
+        serde_json::json!({
+            "validation": summary_json(&metrics),
+            "parity": parities,
+            "parity_unchecked": parity_unchecked,
+        }),
         &job.out,
     )?;
 
@@ -566,7 +571,7 @@ pub fn run(
         calibration: trust.calibration,
         uncalibrated: trust.before,
         unknown: trust.unknown.map(|(rule, _)| rule),
-        left_out: trust.omitted,
+        left_out: trust.omitted.into_iter().chain(parity_unchecked).collect(),
     };
     write_reports(&job.report_dir, &report, &prepared.val, &shown)?;
     Ok(report)

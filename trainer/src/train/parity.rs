@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use scion_edge::Classifier;
+use scion_edge::engine::EngineKind;
 use scion_onnx::pb::ModelProto;
 
 use super::records::parity_key;
@@ -12,7 +13,9 @@ use super::{BackboneError, TrainError, TrainJob, TrainObserver};
 use crate::score::{Parity, parity, score};
 
 /// Check the model saved at `job.out` (whose graph is `model`) on `job.parity_engines`
-/// against the trainer's `expected` probabilities for `val_paths`.
+/// against the trainer's `expected` probabilities for `val_paths`. A GPU engine that
+/// cannot start here is not checked and says why in the second list; the device checks
+/// it again when it loads the model.
 pub(super) fn check_parity(
     job: &TrainJob,
     model: &ModelProto,
@@ -21,10 +24,10 @@ pub(super) fn check_parity(
     expected_unknown: Option<&[f32]>,
     dataset_fingerprint: &str,
     observer: &mut dyn TrainObserver,
-) -> Result<Vec<Parity>, TrainError> {
+) -> Result<(Vec<Parity>, Vec<String>), TrainError> {
     let exported = scion_edge::Model::load(&job.out, &scion_edge::ContractOverrides::default())
         .map_err(BackboneError::from)?;
-    let mut parities = Vec::new();
+    let (mut parities, mut unchecked) = (Vec::new(), Vec::new());
     for &kind in &job.parity_engines {
         // A check of the very same graph on the very same images is not repeated: training
         // is deterministic, so an unchanged rerun exports identical weights.
@@ -40,7 +43,17 @@ pub(super) fn check_parity(
             Some(p) => (p, "same graph and images already checked".to_string()),
             None => {
                 let started = Instant::now();
-                let session = scion_edge::engine::prepare(kind, &exported.spec(), &job.engine)?;
+                let session = match scion_edge::engine::prepare(kind, &exported.spec(), &job.engine)
+                {
+                    Ok(session) => session,
+                    Err(why) if matches!(kind, EngineKind::Cuda | EngineKind::TensorRt) => {
+                        let note = format!("parity on {kind}: not checked: {why}");
+                        observer.finished(&note);
+                        unchecked.push(note);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let mut classifier = Classifier::new(session, exported.card.clone());
                 observer.stage(&format!("parity ({kind})"), Some(val_paths.len()));
                 let scored = score(
@@ -74,5 +87,5 @@ pub(super) fn check_parity(
         ));
         parities.push(p);
     }
-    Ok(parities)
+    Ok((parities, unchecked))
 }
