@@ -255,17 +255,69 @@ fn read_labels(path: &Path) -> Result<Vec<String>, ImportError> {
 /// Import `source`: normalise, find features, attach a card, check on the engines. Returns
 /// the model to write; nothing is written here.
 pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportReport, ImportError> {
+    let bytes = std::fs::read(source).map_err(|e| ImportError::Format {
+        path: source.into(),
+        source: scion_onnx::Error::Graph(e.to_string()),
+    })?;
+    let dir = source.parent().unwrap_or(Path::new("."));
+    let graph = import_graph(&bytes, source, dir, options)?;
+    let checks = check_engines(
+        source,
+        graph.source_bytes.as_deref().unwrap_or(&bytes),
+        &graph.model,
+        &graph.class_output,
+        &graph.card,
+        options,
+    )?;
+    let (blocks, untrainable) =
+        describe_training(&graph.model, &graph.features, &graph.feature_output);
+    Ok(ImportReport {
+        changes: graph.changes,
+        features: graph.features,
+        feature_output: graph.feature_output,
+        blocks,
+        untrainable,
+        checks,
+        card: graph.card,
+        model: graph.model,
+    })
+}
+
+/// The graph half of an import, before any engine runs: what a foreign file's bytes meet
+/// first, so it is what the fuzzer drives.
+pub struct ImportedGraph {
+    /// The normalised model with its card written.
+    pub model: ModelProto,
+    /// The card.
+    pub card: ModelCard,
+    /// One line per normalising step that changed something.
+    pub changes: Vec<String>,
+    /// The feature tensor found.
+    pub features: Features,
+    /// The card's feature output.
+    pub feature_output: String,
+    /// The class-score output.
+    pub class_output: String,
+    /// The source with external data inlined, when it had any (engines read from memory).
+    pub source_bytes: Option<Vec<u8>>,
+}
+
+/// Decode, inline external data from `dir`, normalise, find the features and write the
+/// card; `source` names the file in errors.
+pub fn import_graph(
+    bytes: &[u8],
+    source: &Path,
+    dir: &Path,
+    options: &ImportOptions,
+) -> Result<ImportedGraph, ImportError> {
     let format = |e: scion_onnx::Error| ImportError::Format {
         path: source.into(),
         source: e,
     };
-    let bytes =
-        std::fs::read(source).map_err(|e| format(scion_onnx::Error::Graph(e.to_string())))?;
-    let mut model = scion_onnx::io::decode(&bytes).map_err(format)?;
-    let dir = source.parent().unwrap_or(Path::new("."));
+    let mut model = scion_onnx::io::decode(bytes).map_err(format)?;
     let inlined = scion_onnx::normalize::inline_external_data(&mut model, dir).map_err(format)?;
     // ONNX Runtime reads the source from memory, where external files cannot be found.
-    let inlined_bytes = (inlined > 0).then(|| scion_onnx::io::encode(&model));
+    let source_bytes = (inlined > 0).then(|| scion_onnx::io::encode(&model));
     let source_record = serde_json::json!({
         "producer": format!("{} {}", model.producer_name, model.producer_version).trim(),
         "opset": scion_onnx::infer::opset(&model),
@@ -442,7 +494,7 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            source_sha256: Some(scion_onnx::import::sha256_hex(&bytes)),
+            source_sha256: Some(scion_onnx::import::sha256_hex(bytes)),
             training: Some(serde_json::json!({
                 "preset": options.preset.name(),
                 "producer": source_record["producer"],
@@ -458,24 +510,14 @@ pub fn import_onnx(source: &Path, options: &ImportOptions) -> Result<ImportRepor
     card.validate().map_err(format)?;
     card.check_against(&model).map_err(format)?;
     card.write_to(&mut model);
-    let checks = check_engines(
-        source,
-        inlined_bytes.as_deref().unwrap_or(&bytes),
-        &model,
-        &class_output,
-        &card,
-        options,
-    )?;
-    let (blocks, untrainable) = describe_training(&model, &features, &feature_output);
-    Ok(ImportReport {
+    Ok(ImportedGraph {
+        model,
+        card,
         changes,
         features,
         feature_output,
-        blocks,
-        untrainable,
-        checks,
-        card,
-        model,
+        class_output,
+        source_bytes,
     })
 }
 

@@ -95,7 +95,9 @@ impl Reader<'_> {
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], PickleError> {
-        if self.pos + n > self.data.len() {
+        // `n` comes from the file (BINBYTES8 and friends): compared without adding, so a
+        // length near u64::MAX cannot wrap past the check.
+        if n > self.data.len() - self.pos {
             return self.fail("unexpected end of data");
         }
         let s = &self.data[self.pos..self.pos + n];

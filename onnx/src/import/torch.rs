@@ -255,7 +255,48 @@ fn materialise(
         }
         let bytes = &cache[&t.storage.key];
         let elem = t.storage.dtype.size();
-        let count: usize = t.shape.iter().product();
+        // Shapes, strides and offsets come from the file: every bound is checked before
+        // anything is allocated or read, so no size in it can overflow or exhaust memory.
+        let past_end = || {
+            err(format!(
+                "tensor '{name}' reads past the end of storage {}",
+                t.storage.key
+            ))
+        };
+        if t.stride.len() != t.shape.len() {
+            return Err(err(format!(
+                "tensor '{name}': {} strides for {} dimensions",
+                t.stride.len(),
+                t.shape.len()
+            )));
+        }
+        let count = t
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(past_end)?;
+        if count == 0 {
+            tensors.push((
+                name,
+                Tensor {
+                    shape: t.shape,
+                    data: Vec::new(),
+                },
+            ));
+            continue;
+        }
+        let last = t
+            .shape
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |at, (&d, &s)| {
+                at.checked_add((d - 1).checked_mul(s)?)
+            })
+            .ok_or_else(past_end)?;
+        let storage_elems = bytes.len() / elem;
+        if last >= storage_elems || count > storage_elems {
+            return Err(past_end());
+        }
         let mut data = Vec::with_capacity(count);
         let mut index = vec![0usize; t.shape.len()];
         for _ in 0..count {
@@ -265,12 +306,7 @@ fn materialise(
                     .zip(&t.stride)
                     .map(|(i, s)| i * s)
                     .sum::<usize>();
-            let b = bytes.get(at * elem..(at + 1) * elem).ok_or_else(|| {
-                err(format!(
-                    "tensor '{name}' reads past the end of storage {}",
-                    t.storage.key
-                ))
-            })?;
+            let b = bytes.get(at * elem..(at + 1) * elem).ok_or_else(past_end)?;
             data.push(t.storage.dtype.read(b));
             for d in (0..index.len()).rev() {
                 index[d] += 1;
@@ -333,14 +369,15 @@ fn read_legacy(bytes: &[u8]) -> Result<StateDict> {
             .get(key.as_str())
             .ok_or_else(|| err(format!("storage {key} is used by no tensor")))?;
         let header = bytes
-            .get(pos..pos + 8)
+            .get(pos..pos.saturating_add(8))
             .ok_or_else(|| err(format!("file ends before storage {key}")))?;
-        let numel = u64::from_le_bytes(header.try_into().expect("8 bytes")) as usize;
+        let numel = usize::try_from(u64::from_le_bytes(header.try_into().expect("8 bytes")))
+            .map_err(|_| err("storage size overflows"))?;
         let len = numel
             .checked_mul(dtype.size())
             .ok_or_else(|| err("storage size overflows"))?;
         let data = bytes
-            .get(pos + 8..pos + 8 + len)
+            .get(pos + 8..(pos + 8).saturating_add(len))
             .ok_or_else(|| err(format!("file ends inside storage {key} (truncated?)")))?;
         storages.insert(key, data);
         pos += 8 + len;
@@ -366,8 +403,19 @@ fn read_zip(bytes: &[u8]) -> Result<StateDict> {
         let mut f = archive
             .by_name(name)
             .map_err(|e| err(format!("zip checkpoint: {name}: {e}")))?;
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf)
+        // The sizes in a zip's headers are the file's word: nothing is reserved on them,
+        // and no entry may claim more than deflate can expand the whole file to.
+        let declared = f.size();
+        if declared > (bytes.len() as u64).saturating_mul(1032) {
+            return Err(err(format!(
+                "zip checkpoint: {name} claims {declared} bytes in a {}-byte file",
+                bytes.len()
+            )));
+        }
+        let mut buf = Vec::with_capacity(declared.min(bytes.len() as u64) as usize);
+        (&mut f)
+            .take(declared)
+            .read_to_end(&mut buf)
             .map_err(|e| err(format!("zip checkpoint: {name}: {e}")))?;
         Ok::<_, Error>(buf)
     };

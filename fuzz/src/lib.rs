@@ -1,0 +1,7 @@
+//! Fuzz targets of scion (see README.md): one body per parser in [`entries`], a
+//! structure-aware ONNX graph in [`graph`].
+
+pub mod entries;
+pub mod graph;
+#[cfg(feature = "trainer")]
+pub mod trainer_entries;
