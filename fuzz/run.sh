@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run fuzz targets the way fuzz/README.md's table was made: at most 1,000,000 executions or
-# --minutes each (whichever comes first), 1 s and 512 MiB per input, the committed seeds and
+# --minutes each (whichever comes first), 1 s and 512 MiB per allocation (the RSS limit sits
+# higher: AddressSanitizer alone holds ~260 MiB and its quarantine grows), the committed seeds and
 # the target's dictionary, one libFuzzer process per target, --jobs targets at a time.
 # The last line of each log (fuzz/logs/<target>.log) gives executions and coverage.
 #
@@ -42,7 +43,7 @@ run_one() {
   local work="target/corpus/$target"
   mkdir -p "$work"
   cargo +nightly fuzz run -O --debug-assertions $features "$target" "$work" "corpus/$target" -- \
-    -runs=1000000 -max_total_time=$((minutes * 60)) -timeout=1 -rss_limit_mb=512 \
+    -runs=1000000 -max_total_time=$((minutes * 60)) -timeout=1 -malloc_limit_mb=512 -rss_limit_mb=1536 \
     -max_len=262144 -print_final_stats=1 ${dict:+-dict=$dict} \
     >"logs/$target.log" 2>&1 && echo "$target: done" || echo "$target: FOUND SOMETHING (see fuzz/logs/$target.log and fuzz/artifacts/$target)"
   grep -E "^stat::number_of_executed_units|^#[0-9]+.*(DONE|cov)" "logs/$target.log" | tail -2

@@ -302,6 +302,9 @@ pub struct ImportedGraph {
     pub source_bytes: Option<Vec<u8>>,
 }
 
+/// Most classes a model may have (ImageNet-21k has 21,843).
+const MAX_CLASSES: usize = 1_000_000;
+
 /// Decode, inline external data from `dir`, normalise, find the features and write the
 /// card; `source` names the file in errors.
 pub fn import_graph(
@@ -383,7 +386,21 @@ pub fn import_graph(
     let classes = facts
         .shape(&class_output)
         .and_then(|s| s.last().copied())
-        .unwrap_or(0) as usize;
+        .unwrap_or(0);
+    // A class count from a shape is the model's word; labels are made for each, so it is
+    // bounded before anything is allocated (found by fuzzing: a dimension of 2^40).
+    let classes = usize::try_from(classes)
+        .ok()
+        .filter(|&n| (1..=MAX_CLASSES).contains(&n))
+        .ok_or_else(|| {
+            unusable(
+                source,
+                format!(
+                    "output '{class_output}' has {classes} classes; a classifier has 1 to \
+                     {MAX_CLASSES}"
+                ),
+            )
+        })?;
     let features = match &options.feature_tensor {
         Some(t) => {
             let shape = facts.shape(t).map(<[i64]>::to_vec).ok_or_else(|| {

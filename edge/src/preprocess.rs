@@ -19,10 +19,31 @@ pub enum PreprocessError {
         /// Decoded height.
         height: u32,
     },
+    /// The file claims far more pixels than its bytes can hold as a real picture: a
+    /// decompression bomb (found by fuzzing: 1 KiB of JPEG that decodes to 79 megapixels
+    /// of grey, 40 s of work under the fuzzer).
+    #[error(
+        "a {width}x{height} image in {bytes} bytes is a decompression bomb (over {MAX_EXPANSION} \
+         decoded bytes per byte of file); refused"
+    )]
+    Bomb {
+        /// Claimed width.
+        width: u32,
+        /// Claimed height.
+        height: u32,
+        /// Size of the file.
+        bytes: usize,
+    },
 }
 
 /// Largest decoded image accepted (a decompression bomb guard): 100 megapixels.
 const MAX_PIXELS: u64 = 100_000_000;
+
+/// Most decoded RGB bytes per byte of file. Real pictures stay far below: a photo is about
+/// 10:1, a flat-colour PNG of a screen at most ~1,000:1 (deflate's limit is 1,032:1, and a
+/// palette image triples that as RGB). Formats with run lengths or corrupt scans go past any
+/// such figure, and nothing they would decode to is a picture worth the time.
+const MAX_EXPANSION: u64 = 4096;
 
 /// An 8-bit RGB image.
 #[derive(Debug, Clone)]
@@ -101,6 +122,20 @@ fn check_size(width: u32, height: u32) -> Result<(), PreprocessError> {
     Ok(())
 }
 
+/// The size guard, and the bomb guard on what a file of `bytes` bytes claims to hold;
+/// checked from the header, before anything is decoded.
+fn check_claimed(width: u32, height: u32, bytes: usize) -> Result<(), PreprocessError> {
+    check_size(width, height)?;
+    if width as u64 * height as u64 * 3 > (bytes as u64).saturating_mul(MAX_EXPANSION) {
+        return Err(PreprocessError::Bomb {
+            width,
+            height,
+            bytes,
+        });
+    }
+    Ok(())
+}
+
 /// Decode any supported format to RGB8. JPEGs go through libjpeg-turbo, decoded with DCT
 /// scaling when a `target` says how small the image will become.
 pub fn decode_rgb(bytes: &[u8], target: Option<DecodeTarget>) -> Result<RgbImage, PreprocessError> {
@@ -118,8 +153,12 @@ pub fn decode_rgb(bytes: &[u8], target: Option<DecodeTarget>) -> Result<RgbImage
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 4);
     reader.limits(limits);
-    let decoded = reader
-        .decode()
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| PreprocessError::Decode(e.to_string()))?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    check_claimed(width, height, bytes.len())?;
+    let decoded = image::DynamicImage::from_decoder(decoder)
         .map_err(|e| PreprocessError::Decode(e.to_string()))?;
     let rgb = decoded.into_rgb8();
     let (width, height) = rgb.dimensions();
@@ -190,7 +229,7 @@ fn decode_jpeg_scaled(
         let Ok(header) = decompressor.read_header(bytes) else {
             return Ok(None);
         };
-        check_size(header.width as u32, header.height as u32)?;
+        check_claimed(header.width as u32, header.height as u32, bytes.len())?;
         let fits = |f: &turbojpeg::ScalingFactor| {
             let (w, h) = (f.scale(header.width) as u32, f.scale(header.height) as u32);
             match target {

@@ -365,17 +365,35 @@ fn a_model_swap_under_load_loses_no_result_and_bad_models_are_refused() {
     // A broken file in the inbox is moved aside with its reason.
     std::fs::write(dir.path().join("bad.partial"), b"not a model").expect("bad");
     std::fs::rename(dir.path().join("bad.partial"), inbox.join("bad.onnx")).expect("drop");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !inbox.join("rejected/bad.onnx.reason").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "bad model not rejected\n{}",
-            service.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let rejected = |name: &str| {
+        let reason = inbox.join(format!("rejected/{name}.reason"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reason.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{name} not rejected\n{}",
+                service.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::fs::read_to_string(&reason).expect("reason")
+    };
+    rejected("bad.onnx");
     let (_, current) = service.get("/v1/model");
     assert!(current.contains("lite0-c"), "{current}");
+    // A link planted in the inbox is moved aside, not followed: the model it points at
+    // (B, signed by nobody but valid) is not installed.
+    std::os::unix::fs::symlink(&model_b, inbox.join("planted.onnx")).expect("symlink");
+    let reason = rejected("planted.onnx");
+    assert!(reason.contains("symbolic link"), "{reason}");
+    assert!(model_b.is_file(), "the link's target stays where it was");
+    let (_, current) = service.get("/v1/model");
+    assert!(current.contains("lite0-c"), "{current}");
+    // Uploads were staged on disk and nothing of them is left.
+    let staged: Vec<_> = std::fs::read_dir(store.join("incoming"))
+        .expect("staging folder")
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
     let n = service.records().len();
     service.wait_for(Duration::from_secs(60), "frames after the swaps", |r| {
         r.len() >= n + 5

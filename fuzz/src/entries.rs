@@ -42,11 +42,18 @@ pub fn onnx_model(data: &[u8]) -> Result<(), String> {
         let _ = model.spec();
     })
     .map_err(|e| e.to_string());
-    let mut imported = Err(String::new());
+    // Accepted by either preset, or both presets' refusals.
+    let mut refusals = Vec::new();
     for preset in [Preset::Torchvision, Preset::Tf] {
-        let result = import_graph(data, preset);
-        imported = imported.or(result);
+        if let Err(e) = import_graph(data, preset) {
+            refusals.push(e);
+        }
     }
+    let imported = if refusals.len() < 2 {
+        Ok(())
+    } else {
+        Err(refusals.join("; "))
+    };
     // The patches once more on the raw graph, whatever the importer thought of its input.
     if let Ok(mut proto) = scion_onnx::io::decode(data) {
         let _ = scion_onnx::normalize::normalize(&mut proto, None);

@@ -19,9 +19,16 @@ pub fn default_opset() -> OperatorSetIdProto {
     }
 }
 
-/// A dense f32 initializer.
+/// A dense f32 initializer. Values that do not fill `dims` are a bug in the caller, and
+/// checked in every build: a release build would otherwise write a corrupt model.
 pub fn tensor_f32(name: &str, dims: &[i64], data: Vec<f32>) -> TensorProto {
-    debug_assert_eq!(dims.iter().product::<i64>() as usize, data.len());
+    let elements = dims.iter().try_fold(1i64, |n, &d| n.checked_mul(d));
+    assert_eq!(
+        elements.and_then(|n| usize::try_from(n).ok()),
+        Some(data.len()),
+        "tensor '{name}': {} values for dims {dims:?}",
+        data.len()
+    );
     TensorProto {
         name: name.into(),
         dims: dims.to_vec(),

@@ -188,6 +188,26 @@ fn broadcast(shapes: &[&[i64]]) -> Option<Vec<i64>> {
     Some(out)
 }
 
+/// Most dimensions a tensor may have. ONNX sets no limit, but real models stay under 8,
+/// and an operator asked for thousands makes shape inference quadratic (found by fuzzing:
+/// an Unsqueeze with a long axes list took over a second).
+const MAX_RANK: usize = 32;
+
+/// An axis attribute checked against its tensor's rank: `[-rank, rank)`, or up to `rank`
+/// itself where the operator allows it (Flatten). An axis past the tensor is the model's
+/// error, not an index to follow (found by fuzzing: a Gather on axis 5 of a rank-4 tensor).
+fn checked_axis(node: &NodeProto, axis: i64, rank: usize, up_to_rank: bool) -> Result<usize> {
+    let r = rank as i64;
+    let last = if up_to_rank { r } else { r - 1 };
+    if axis < -r || axis > last {
+        return Err(err(
+            node,
+            format!("axis {axis} is outside its rank-{rank} input"),
+        ));
+    }
+    Ok(norm_axis(axis, rank))
+}
+
 fn norm_axis(axis: i64, rank: usize) -> usize {
     if axis < 0 {
         (axis + rank as i64).max(0) as usize
@@ -366,6 +386,17 @@ pub fn infer(model: &ModelProto) -> Result<Facts> {
     for i in graph::topological_order(graph)? {
         let node = &graph.node[i];
         infer_node(&mut ctx, node)?;
+        if let Some(output) = node.output.iter().find(|o| {
+            ctx.facts
+                .tensors
+                .get(o.as_str())
+                .is_some_and(|f| f.shape.len() > MAX_RANK)
+        }) {
+            return Err(err(
+                node,
+                format!("output '{output}' has more than {MAX_RANK} dimensions"),
+            ));
+        }
     }
     Ok(ctx.facts)
 }
@@ -533,7 +564,7 @@ fn infer_node(ctx: &mut Ctx<'_>, node: &NodeProto) -> Result<()> {
         }
         "Flatten" => {
             let x = ctx.fact(node, 0)?;
-            let axis = norm_axis(attr_i(node, "axis", 1), x.shape.len());
+            let axis = checked_axis(node, attr_i(node, "axis", 1), x.shape.len(), true)?;
             let outer: i64 = x.shape[..axis].iter().product();
             let inner: i64 = x.shape[axis..].iter().product();
             Fact {
@@ -589,7 +620,7 @@ fn infer_node(ctx: &mut Ctx<'_>, node: &NodeProto) -> Result<()> {
                 .collect::<Result<_>>()?;
             let first = facts.first().ok_or_else(|| err(node, "no inputs"))?;
             let rank = first.shape.len();
-            let axis = norm_axis(attr_i(node, "axis", 1), rank);
+            let axis = checked_axis(node, attr_i(node, "axis", 1), rank, false)?;
             let mut shape = first.shape.clone();
             shape[axis] = facts
                 .iter()
@@ -611,7 +642,7 @@ fn infer_node(ctx: &mut Ctx<'_>, node: &NodeProto) -> Result<()> {
         }
         "Split" => {
             let x = ctx.fact(node, 0)?.clone();
-            let axis = norm_axis(attr_i(node, "axis", 0), x.shape.len());
+            let axis = checked_axis(node, attr_i(node, "axis", 0), x.shape.len(), false)?;
             let n = node.output.len() as i64;
             let sizes = match ctx
                 .ints_input(node, 1)?
@@ -655,17 +686,26 @@ fn infer_node(ctx: &mut Ctx<'_>, node: &NodeProto) -> Result<()> {
             let axes: Vec<usize> = axes
                 .unwrap_or_else(|| (0..starts.len() as i64).collect())
                 .iter()
-                .map(|&a| norm_axis(a, rank))
-                .collect();
+                .map(|&a| checked_axis(node, a, rank, false))
+                .collect::<Result<_>>()?;
             let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+            if [ends.len(), axes.len(), steps.len()] != [starts.len(); 3] {
+                return Err(err(node, "starts, ends, axes and steps differ in length"));
+            }
             let mut shape = x.shape.clone();
             let mut ranges = Vec::new();
             for (k, &a) in axes.iter().enumerate() {
                 let (s, e, st) = slice_range(x.shape[a], starts[k], ends[k], steps[k]);
-                shape[a] = if st > 0 {
-                    ((e - s).max(0) + st - 1) / st
+                if st == 0 {
+                    return Err(err(node, "a step of 0"));
+                }
+                // Elements in [s, e) (or (e, s] going down), one per |step|, without
+                // overflowing on extreme steps.
+                let span = if st > 0 { e - s } else { s - e }.max(0) as u64;
+                shape[a] = if span == 0 {
+                    0
                 } else {
-                    ((s - e).max(0) + (-st) - 1) / (-st)
+                    ((span - 1) / st.unsigned_abs() + 1) as i64
                 };
                 ranges.push((a, s, st));
             }
@@ -706,7 +746,16 @@ fn infer_node(ctx: &mut Ctx<'_>, node: &NodeProto) -> Result<()> {
             } else {
                 let axes = axes.as_ref().ok_or_else(|| err(node, "no axes"))?;
                 let rank = x.shape.len() + axes.len();
-                let axes: Vec<usize> = axes.iter().map(|&v| norm_axis(v, rank)).collect();
+                if rank > MAX_RANK {
+                    return Err(err(
+                        node,
+                        format!("{rank} dimensions: more than {MAX_RANK}"),
+                    ));
+                }
+                let axes: Vec<usize> = axes
+                    .iter()
+                    .map(|&v| checked_axis(node, v, rank, false))
+                    .collect::<Result<_>>()?;
                 let mut rest = x.shape.iter();
                 (0..rank)
                     .map(|i| {
@@ -735,9 +784,10 @@ fn infer_node(ctx: &mut Ctx<'_>, node: &NodeProto) -> Result<()> {
             if x.batched && !x.constant {
                 v[0] = Sym::Batch;
             }
-            let start = attr(node, "start").map(|a| norm_axis(a.i, v.len()));
-            let end = attr(node, "end").map(|a| norm_axis(a.i, v.len()).min(v.len()));
-            let v = v[start.unwrap_or(0)..end.unwrap_or(v.len())].to_vec();
+            // ONNX clamps both ends to the rank; a start past the end is an empty shape.
+            let start = attr(node, "start").map_or(0, |a| norm_axis(a.i, v.len()).min(v.len()));
+            let end = attr(node, "end").map_or(v.len(), |a| norm_axis(a.i, v.len()).min(v.len()));
+            let v = v[start..end.max(start)].to_vec();
             Fact {
                 shape: vec![v.len() as i64],
                 batched: false,
@@ -748,7 +798,7 @@ fn infer_node(ctx: &mut Ctx<'_>, node: &NodeProto) -> Result<()> {
         "Gather" => {
             let x = ctx.fact(node, 0)?.clone();
             let idx = ctx.fact(node, 1)?.clone();
-            let axis = norm_axis(attr_i(node, "axis", 0), x.shape.len());
+            let axis = checked_axis(node, attr_i(node, "axis", 0), x.shape.len(), false)?;
             let mut shape = x.shape[..axis].to_vec();
             shape.extend(&idx.shape);
             shape.extend(&x.shape[axis + 1..]);

@@ -67,7 +67,20 @@ pub(crate) fn initializers_as_constants(model: &mut ModelProto) -> Option<String
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
+/// The initializer for a folded value; `None` when the value does not fill its shape
+/// (inference on a malformed graph can say so: found by fuzzing, 27 values for a shape
+/// of 81), so that node is left unfolded rather than written as a corrupt tensor.
 fn to_tensor(name: &str, shape: &[i64], value: &Const) -> Option<TensorProto> {
+    let len = match value {
+        Const::Float(v) => v.len(),
+        Const::Int(v) => v.len(),
+    };
+    let elements = shape
+        .iter()
+        .try_fold(1i64, |n, &d| if d < 0 { None } else { n.checked_mul(d) })?;
+    if usize::try_from(elements).ok() != Some(len) {
+        return None;
+    }
     match value {
         Const::Float(v) => Some(tensor_f32(name, shape, v.clone())),
         Const::Int(_) => Some(builder::tensor_i64(name, shape, &value.known_ints()?)),
@@ -96,12 +109,19 @@ pub(crate) fn fold_constants(model: &mut ModelProto) -> Result<Option<String>> {
                             )
                     })
             });
-        if foldable {
-            for o in &node.output {
-                let f = facts.get(o).expect("checked");
-                let value = f.value.as_ref().expect("checked");
-                new_inits.push(to_tensor(o, &f.shape, value).expect("known values"));
-            }
+        let tensors: Option<Vec<TensorProto>> = foldable
+            .then(|| {
+                node.output
+                    .iter()
+                    .map(|o| {
+                        let f = facts.get(o)?;
+                        to_tensor(o, &f.shape, f.value.as_ref()?)
+                    })
+                    .collect()
+            })
+            .flatten();
+        if let Some(tensors) = tensors {
+            new_inits.extend(tensors);
             *folded.entry(node.op_type.clone()).or_default() += 1;
             continue;
         }

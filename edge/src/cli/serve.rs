@@ -323,6 +323,7 @@ pub fn run_serve(args: ServeArgs) -> Result<i32> {
             stale_after_s: config.http.stale_after_s,
             max_upload_bytes: config.http.max_upload_bytes,
             max_model_bytes: config.http.max_model_bytes,
+            image_uploads: tokio::sync::Semaphore::new(http::IMAGE_UPLOADS_AT_ONCE),
             shutdown: shutdown_rx.clone(),
             device: http::DeviceInfo {
                 source: source_text.clone(),

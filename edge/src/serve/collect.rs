@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::hub::Captured;
 use crate::postprocess::Ranked;
 use crate::preprocess::RgbImage;
+use crate::service::confined;
 
 /// Why a frame was saved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -488,11 +489,12 @@ impl Collector {
         if label.is_empty() {
             return Err("no label given".into());
         }
-        let known = self
-            .lock()
-            .index
-            .values()
-            .any(|e| format!("{}/{}", e.folder, e.name) == path);
+        let known = confined::is_plain_relative(path)
+            && self
+                .lock()
+                .index
+                .values()
+                .any(|e| format!("{}/{}", e.folder, e.name) == path);
         if !known {
             return Err(format!(
                 "{path}: no such capture (it may have been dropped)"
@@ -545,7 +547,7 @@ fn file_name(path: &Path) -> String {
 /// The sidecar of a JPEG, if it can be read.
 pub fn read_sidecar(jpeg: &Path) -> Option<Sidecar> {
     let path = jpeg.with_file_name(sidecar_name(&file_name(jpeg)));
-    let text = std::fs::read(path).ok()?;
+    let text = confined::read_regular(&path).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
@@ -567,6 +569,10 @@ fn scan(dir: &Path) -> std::io::Result<BTreeMap<(u64, u64), Entry>> {
         let folder_name = folder.file_name().to_string_lossy().into_owned();
         for file in std::fs::read_dir(folder.path())? {
             let file = file?;
+            // Links are not captures: listing one would hand its target out in the zip.
+            if !file.file_type()?.is_file() {
+                continue;
+            }
             let name = file.file_name().to_string_lossy().into_owned();
             let Some(key) = parse_name(&name) else {
                 continue;
@@ -587,9 +593,11 @@ fn scan(dir: &Path) -> std::io::Result<BTreeMap<(u64, u64), Entry>> {
 }
 
 /// Write under a temporary name and rename, so a reader never sees half a file.
+/// The partial file is created anew, so a link planted under its name is not followed.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let partial = path.with_extension("partial");
-    std::fs::write(&partial, bytes)?;
+    confined::create_new(&partial)?.write_all(bytes)?;
     std::fs::rename(&partial, path)
 }
 
@@ -610,7 +618,8 @@ fn write_job(dir: &Path, config: &CollectSection, shared: &Mutex<Shared>, job: J
     let name = format!("{}-{}.jpg", sidecar.time_ms, sidecar.seq);
     let path = dir.join(&folder).join(&name);
     let written = (|| -> Result<u64, String> {
-        std::fs::create_dir_all(dir.join(&folder))
+        // A label's folder that is a link (planted, or made by hand) is refused, not used.
+        confined::real_dir(&dir.join(&folder))
             .map_err(|e| format!("{}: {e}", dir.join(&folder).display()))?;
         let jpeg = crate::service::preview::encode_jpeg(&image, 95)?;
         let side = serde_json::to_vec_pretty(&sidecar).map_err(|e| e.to_string())?;
@@ -897,6 +906,40 @@ mod tests {
         assert!(stats.evicted >= 1, "{stats:?}");
         let newest = &c.list(1)[0];
         assert_eq!(newest.path, "noise/5007-107.jpg", "the newest stays");
+        c.finish();
+    }
+
+    #[test]
+    fn links_planted_in_the_folder_are_neither_listed_nor_written_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let captures = dir.path().join("captures");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(captures.join("dog")).expect("mkdir");
+        std::fs::create_dir(&outside).expect("mkdir");
+        std::fs::write(outside.join("secret"), b"not for the zip").expect("write");
+        // A capture-looking name that links to a file elsewhere, and a label's folder that
+        // links to a folder elsewhere.
+        std::os::unix::fs::symlink(outside.join("secret"), captures.join("dog/1-1.jpg"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(&outside, captures.join("cat")).expect("symlink");
+        let c = Collector::start(&captures, CollectSection::default()).expect("start");
+        assert!(c.files().is_empty(), "{:?}", c.files());
+
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        c.submit(image(), side(2, "cat", 2000), Some(tx));
+        let refused = rx
+            .recv()
+            .expect("answer")
+            .expect_err("written through a link");
+        assert!(refused.contains("symbolic link"), "{refused}");
+        let left: Vec<_> = std::fs::read_dir(&outside).expect("read").collect();
+        assert_eq!(left.len(), 1, "something was written outside");
+        assert!(c.confirm("dog/1-1.jpg", "dog").is_err());
+        assert!(c.confirm("../outside/secret", "x").is_err());
+
+        // Another label still saves, inside.
+        let saved = save(&c, 3, "bird", 3000);
+        assert_eq!(saved.path, captures.join("bird/3000-3.jpg"));
         c.finish();
     }
 }

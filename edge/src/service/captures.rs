@@ -81,8 +81,9 @@ pub async fn zip(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored);
         for name in collector.files() {
-            // A file dropped by the budget since the listing is simply left out.
-            let Ok(bytes) = std::fs::read(dir.join(&name)) else {
+            // A file dropped by the budget since the listing is simply left out, and so is
+            // a link put in a capture's place: its target is not the device's to give.
+            let Ok(bytes) = super::confined::read_regular(&dir.join(&name)) else {
                 continue;
             };
             if zip.start_file(name.as_str(), options).is_err() || zip.write_all(&bytes).is_err() {

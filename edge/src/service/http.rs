@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
@@ -23,7 +23,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::install_and_swap;
-use super::store::{ModelStore, Preparer, StoreError};
+use super::store::{ModelSource, ModelStore, Preparer, StoreError};
+use super::upload::{self, Limit};
 use super::{captures, page};
 use crate::preprocess::decode_rgb;
 use crate::serve::hub::{Control, Hub};
@@ -48,7 +49,17 @@ pub struct Api {
     pub shutdown: watch::Receiver<bool>,
     /// What the page says about the device (fixed at start).
     pub device: DeviceInfo,
+    /// Image bodies gathered at once ([`IMAGE_UPLOADS_AT_ONCE`]): each holds up to
+    /// `max_upload_bytes` of memory, so this bounds what uploads can take.
+    pub image_uploads: tokio::sync::Semaphore,
 }
+
+/// Image uploads read at the same time; more wait for a turn (holding only a socket).
+pub const IMAGE_UPLOADS_AT_ONCE: usize = 8;
+
+/// How long an image upload may take to arrive once its turn came: a client that trickles
+/// bytes must not hold a turn for ever.
+const IMAGE_UPLOAD_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The device's facts that do not change while it runs.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -65,8 +76,6 @@ pub struct DeviceInfo {
 
 /// The router.
 pub fn router(api: Arc<Api>) -> Router {
-    let upload_limit = DefaultBodyLimit::max(api.max_upload_bytes);
-    let model_limit = DefaultBodyLimit::max(api.max_model_bytes);
     Router::new()
         .route("/", get(page::index))
         .route("/index.html", get(page::index))
@@ -83,9 +92,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/latest", get(latest))
         .route("/v1/events", get(events))
         .route("/v1/preview.mjpeg", get(preview))
-        .route("/v1/classify", post(classify).layer(upload_limit))
-        .route("/v1/model", get(model).post(install).layer(model_limit))
-        .route("/v1/references", post(reference).layer(upload_limit))
+        .route("/v1/classify", post(classify))
+        .route("/v1/model", get(model).post(install))
+        .route("/v1/references", post(reference))
         .route("/v1/capture", post(capture))
         .with_state(api)
 }
@@ -376,7 +385,43 @@ async fn preview(State(api): State<Arc<Api>>) -> Response {
         .into_response()
 }
 
-async fn classify(State(api): State<Arc<Api>>, body: Bytes) -> Response {
+impl Api {
+    fn image_limit(&self) -> Limit {
+        Limit {
+            bytes: self.max_upload_bytes,
+            key: "http.max_upload_bytes",
+        }
+    }
+
+    /// An image body, read in its turn and within the deadline.
+    async fn image_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+        let Ok(_turn) = self.image_uploads.acquire().await else {
+            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+        };
+        match tokio::time::timeout(
+            IMAGE_UPLOAD_DEADLINE,
+            upload::gather(headers, body, self.image_limit()),
+        )
+        .await
+        {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => Err(e.response()),
+            Err(_) => Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the image took over {} s to arrive",
+                    IMAGE_UPLOAD_DEADLINE.as_secs()
+                ),
+            )),
+        }
+    }
+}
+
+async fn classify(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let body = match api.image_body(&headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     if body.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -430,14 +475,22 @@ pub(super) fn refuse(api: &Api, headers: &HeaderMap) -> Option<Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    // Constant time in the token's length.
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    (!same).then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+    (!same_secret(given.as_bytes(), token.as_bytes()))
+        .then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+}
+
+/// Compare a secret in time that does not depend on where the first differing byte is,
+/// so answer times cannot guess a token byte by byte. (Its length is not secret: a wrong
+/// length is refused at once.) `black_box` keeps the compiler from ending the loop early.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    if given.len() != secret.len() {
+        return false;
+    }
+    let differ = given
+        .iter()
+        .zip(secret)
+        .fold(0u8, |acc, (a, b)| std::hint::black_box(acc | (a ^ b)));
+    differ == 0
 }
 
 /// The mutating store endpoints share this: the token, a configured store, the work off
@@ -464,33 +517,82 @@ where
     }
 }
 
-async fn install(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    let signature = headers
-        .get("x-scion-signature")
-        .map(|v| v.as_bytes().to_vec());
-    if let Some(response) = refuse(&api, &headers) {
-        return response;
+/// The token, a serving frame loop and a store: what `POST /v1/model` needs first.
+fn install_allowed(api: &Api, headers: &HeaderMap) -> Result<Arc<ModelStore>, Box<Response>> {
+    if let Some(response) = refuse(api, headers) {
+        return Err(Box::new(response));
     }
     if api.hub.model().is_none() {
         // The frame loop is not running yet to take a swap: the store would point at a
         // model the loop never gets.
-        return error(
+        return Err(Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the first model's engine is still being prepared; retry when /healthz says ready",
-        );
+        )));
     }
+    api.store.clone().ok_or_else(|| {
+        Box::new(error(
+            StatusCode::CONFLICT,
+            "no model store is configured (models.dir)",
+        ))
+    })
+}
+
+async fn install(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let signature = headers
+        .get("x-scion-signature")
+        .map(|v| v.as_bytes().to_vec());
+    let limit = Limit {
+        bytes: api.max_model_bytes,
+        key: "http.max_model_bytes",
+    };
+    // Nothing of the body is kept before the request is allowed.
+    let store = match install_allowed(&api, &headers) {
+        Ok(store) => store,
+        Err(response) => {
+            upload::discard(body, limit).await;
+            return *response;
+        }
+    };
+    let staged = match upload::stage(&headers, body, &store.staging_dir(), limit).await {
+        Ok(staged) => staged,
+        Err(e) => return e.response(),
+    };
     let (hub, prepare) = (api.hub.clone(), api.prepare.clone());
     store_job(&api, &headers, move |store| {
-        install_and_swap(&store, &hub, &*prepare, &body, signature.as_deref())
+        let source = ModelSource::File(staged.path());
+        install_and_swap(&store, &hub, &*prepare, source, signature.as_deref())
     })
     .await
 }
 
-async fn reference(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn reference(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(response) = refuse(&api, &headers) {
+        upload::discard(body, api.image_limit()).await;
+        return response;
+    }
+    let body = match api.image_body(&headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     store_job(&api, &headers, move |store| {
         store
             .add_reference(&body)
             .map(|sha| json!({ "sha256": sha }))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3creT", b"s3cret"));
+        assert!(!same_secret(b"X3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+    }
 }

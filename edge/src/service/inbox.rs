@@ -2,15 +2,17 @@
 //! when the device requires one) and any reference images. Write elsewhere and rename into
 //! the folder, or let the file rest a second: files younger than that are left alone.
 //! Installed models are removed from the inbox; refused ones go to `rejected/` beside a
-//! `.reason` file, so nothing is lost and nothing is tried twice.
+//! `.reason` file, so nothing is lost and nothing is tried twice. A symbolic link put in
+//! the inbox is moved to `rejected/` too, never followed.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use super::install_and_swap;
-use super::store::{ModelStore, Preparer};
+use super::store::{ModelSource, ModelStore, Preparer};
+use super::{confined, install_and_swap};
 use crate::serve::hub::Hub;
 
 /// Files younger than this may still be being written.
@@ -47,15 +49,26 @@ pub fn scan(
     hub: &Hub,
     prepare: &Preparer,
 ) -> std::io::Result<()> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(inbox)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && settled(p))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(inbox)?.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_symlink() {
+            // Following it would read (and install) whatever it points at.
+            reject(
+                inbox,
+                &path,
+                "a symbolic link: the inbox takes files, links are not followed",
+            )?;
+        } else if kind.is_file() && settled(&path) {
+            files.push(path);
+        }
+    }
     files.sort();
     let extension = |p: &Path| {
         p.extension()
@@ -66,7 +79,7 @@ pub fn scan(
         .iter()
         .filter(|p| IMAGE_EXTENSIONS.contains(&extension(p).as_str()))
     {
-        let bytes = std::fs::read(image)?;
+        let bytes = confined::read_regular(image)?;
         match store.add_reference(&bytes) {
             Ok(sha) => {
                 tracing::info!("reference image {} stored as {sha}", image.display());
@@ -76,11 +89,12 @@ pub fn scan(
         }
     }
     for model in files.iter().filter(|p| extension(p) == "onnx") {
-        let bytes = std::fs::read(model)?;
         let sig_path = PathBuf::from(format!("{}.sig", model.display()));
-        let signature = std::fs::read(&sig_path).ok();
+        let signature = confined::read_regular(&sig_path).ok();
         tracing::info!("inbox: installing {}", model.display());
-        match install_and_swap(store, hub, prepare, &bytes, signature.as_deref()) {
+        // Read under the store's install lock: one model in memory at a time.
+        let source = ModelSource::File(model);
+        match install_and_swap(store, hub, prepare, source, signature.as_deref()) {
             Ok(_) => {
                 std::fs::remove_file(model)?;
                 if signature.is_some() {
@@ -111,14 +125,15 @@ fn settled(path: &Path) -> bool {
 /// Move a refused file to `rejected/` with the reason beside it.
 fn reject(inbox: &Path, file: &Path, reason: &str) -> std::io::Result<()> {
     let dir = inbox.join("rejected");
-    std::fs::create_dir_all(&dir)?;
+    confined::real_dir(&dir)?;
     let name = file
         .file_name()
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
     std::fs::rename(file, dir.join(&name))?;
-    std::fs::write(dir.join(format!("{name}.reason")), format!("{reason}\n"))?;
+    confined::create_new(&dir.join(format!("{name}.reason")))?
+        .write_all(format!("{reason}\n").as_bytes())?;
     tracing::warn!("inbox: {name} refused: {reason}");
     Ok(())
 }

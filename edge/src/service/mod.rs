@@ -3,6 +3,7 @@
 
 pub mod captures;
 pub mod config;
+pub mod confined;
 pub mod engine_config;
 pub mod hardware;
 pub mod http;
@@ -13,13 +14,14 @@ pub mod page;
 pub mod preview;
 pub mod store;
 pub mod systemd;
+pub mod upload;
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::model::{ContractOverrides, Model};
 use crate::serve::hub::{Control, Hub, ModelInfo, Prepared};
-use store::{Installed, ModelStore, Preparer, StoreError};
+use store::{Installed, ModelSource, ModelStore, Preparer, StoreError};
 
 /// How long a model swap may wait for the frame loop.
 const SWAP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,10 +40,10 @@ pub fn install_and_swap(
     store: &ModelStore,
     hub: &Hub,
     prepare: &Preparer,
-    bytes: &[u8],
+    model: ModelSource<'_>,
     signature: Option<&[u8]>,
 ) -> Result<Installed, StoreError> {
-    match store.install(bytes, signature, prepare) {
+    match store.install_from(model, signature, prepare) {
         Ok((prepared, installed)) => {
             let (done, taken) = crossbeam_channel::bounded(1);
             hub.ask(

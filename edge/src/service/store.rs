@@ -19,10 +19,24 @@ use std::sync::Mutex;
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
+use super::confined;
 use crate::classifier::Classifier;
 use crate::model::{ContractOverrides, Model};
 use crate::preprocess::{RgbImage, decode_rgb, preprocess_decoded, preprocess_into, tensor_len};
 use crate::serve::hub::{ModelInfo, Prepared};
+
+/// The store's folder of uploads being received.
+const STAGING: &str = "incoming";
+
+/// Where the model to install is: in memory, or staged in a file (an upload streamed to
+/// disk, a file in the inbox).
+#[derive(Debug, Clone, Copy)]
+pub enum ModelSource<'a> {
+    /// The model's bytes.
+    Bytes(&'a [u8]),
+    /// A file holding them (a link is refused).
+    File(&'a Path),
+}
 
 /// Prepares a model on the engine the service uses.
 pub type Preparer = dyn Fn(&Model) -> Result<Classifier, String> + Send + Sync;
@@ -116,9 +130,14 @@ impl ModelStore {
         require_references: bool,
         tolerance: f32,
     ) -> Result<ModelStore, StoreError> {
-        for sub in ["a", "b", "references"] {
+        for sub in ["a", "b", "references", STAGING] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(io(&path))?;
+        }
+        // Uploads an earlier run was receiving when it stopped.
+        let staging = dir.join(STAGING);
+        for left in std::fs::read_dir(&staging).map_err(io(&staging))?.flatten() {
+            let _ = std::fs::remove_file(left.path());
         }
         Ok(ModelStore {
             dir: dir.into(),
@@ -132,6 +151,11 @@ impl ModelStore {
     /// The store's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where uploads are streamed before they are installed.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.dir.join(STAGING)
     }
 
     /// The serving slot's name, if any model was installed.
@@ -169,7 +193,26 @@ impl ModelStore {
         signature: Option<&[u8]>,
         prepare: &Preparer,
     ) -> Result<(Prepared, Installed), StoreError> {
+        self.install_from(ModelSource::Bytes(bytes), signature, prepare)
+    }
+
+    /// [`install`](Self::install) from bytes or from a file. A file is read only once this
+    /// install holds the store, so however many uploads wait, one model is in memory.
+    pub fn install_from(
+        &self,
+        source: ModelSource<'_>,
+        signature: Option<&[u8]>,
+        prepare: &Preparer,
+    ) -> Result<(Prepared, Installed), StoreError> {
         let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let read;
+        let bytes = match source {
+            ModelSource::Bytes(bytes) => bytes,
+            ModelSource::File(path) => {
+                read = confined::read_regular(path).map_err(io(path))?;
+                &read[..]
+            }
+        };
         let signed = self.check_signature(bytes, signature)?;
         let slot = match self.current_slot().as_deref() {
             Some("a") => "b",
@@ -329,7 +372,7 @@ impl ModelStore {
 /// new one: a `.partial` file, fsync, rename, fsync of the folder.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let partial = path.with_extension("partial");
-    let mut file = std::fs::File::create(&partial).map_err(io(&partial))?;
+    let mut file = confined::create_new(&partial).map_err(io(&partial))?;
     file.write_all(bytes).map_err(io(&partial))?;
     file.sync_all().map_err(io(&partial))?;
     drop(file);
