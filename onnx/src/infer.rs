@@ -334,8 +334,19 @@ pub fn infer(model: &ModelProto) -> Result<Facts> {
         initializers,
     };
     for t in &graph.initializer {
-        let small_or_int = t.data_type != tensor_proto::DataType::Float as i32
-            || t.dims.iter().product::<i64>() <= 64;
+        // Dims from the file: negative or overflowing ones are refused before any use
+        // (found by fuzzing: a product past 2^63).
+        let elements = t
+            .dims
+            .iter()
+            .try_fold(1i64, |n, &d| if d < 0 { None } else { n.checked_mul(d) })
+            .ok_or_else(|| {
+                Error::Graph(format!(
+                    "initializer '{}': dims {:?} are not a tensor's",
+                    t.name, t.dims
+                ))
+            })?;
+        let small_or_int = t.data_type != tensor_proto::DataType::Float as i32 || elements <= 64;
         let value = if small_or_int { tensor_const(t) } else { None };
         ctx.set(
             &t.name,
