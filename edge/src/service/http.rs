@@ -493,22 +493,23 @@ fn same_secret(given: &[u8], secret: &[u8]) -> bool {
     differ == 0
 }
 
-/// The mutating store endpoints share this: the token, a configured store, the work off
+/// The configured model store, or the refusal to send without one.
+fn store_of(api: &Api) -> Result<Arc<ModelStore>, Box<Response>> {
+    api.store.clone().ok_or_else(|| {
+        Box::new(error(
+            StatusCode::CONFLICT,
+            "no model store is configured (models.dir)",
+        ))
+    })
+}
+
+/// The mutating store endpoints share this, once their request is allowed: the work off
 /// the async threads, and one mapping of store errors (422: the input was refused).
-async fn store_job<T, F>(api: &Api, headers: &HeaderMap, job: F) -> Response
+async fn store_job<T, F>(store: Arc<ModelStore>, job: F) -> Response
 where
     T: serde::Serialize + Send + 'static,
     F: FnOnce(Arc<ModelStore>) -> Result<T, StoreError> + Send + 'static,
 {
-    if let Some(response) = refuse(api, headers) {
-        return response;
-    }
-    let Some(store) = api.store.clone() else {
-        return error(
-            StatusCode::CONFLICT,
-            "no model store is configured (models.dir)",
-        );
-    };
     match tokio::task::spawn_blocking(move || job(store)).await {
         Ok(Ok(answer)) => Json(answer).into_response(),
         Ok(Err(e)) if e.is_rejection() => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
@@ -530,12 +531,7 @@ fn install_allowed(api: &Api, headers: &HeaderMap) -> Result<Arc<ModelStore>, Bo
             "the first model's engine is still being prepared; retry when /healthz says ready",
         )));
     }
-    api.store.clone().ok_or_else(|| {
-        Box::new(error(
-            StatusCode::CONFLICT,
-            "no model store is configured (models.dir)",
-        ))
-    })
+    store_of(api)
 }
 
 async fn install(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
@@ -559,7 +555,7 @@ async fn install(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) ->
         Err(e) => return e.response(),
     };
     let (hub, prepare) = (api.hub.clone(), api.prepare.clone());
-    store_job(&api, &headers, move |store| {
+    store_job(store, move |store| {
         let source = ModelSource::File(staged.path());
         install_and_swap(&store, &hub, &*prepare, source, signature.as_deref())
     })
@@ -575,7 +571,11 @@ async fn reference(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) 
         Ok(body) => body,
         Err(response) => return response,
     };
-    store_job(&api, &headers, move |store| {
+    let store = match store_of(&api) {
+        Ok(store) => store,
+        Err(response) => return *response,
+    };
+    store_job(store, move |store| {
         store
             .add_reference(&body)
             .map(|sha| json!({ "sha256": sha }))

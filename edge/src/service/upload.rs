@@ -18,11 +18,10 @@ use super::http::error;
 /// Chunks in flight between the connection and the file writer.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// A refused body is read and dropped, up to its endpoint's own limit and for at most
-/// [`DRAIN_DEADLINE`], so a client still sending reads the refusal rather than a reset
-/// connection (a server that closes on unread bytes makes the kernel reset it). Past
-/// either, the connection is cut.
-/// How long draining a refused body may take.
+/// How long draining a refused body may take. A refused body is read and dropped, up to
+/// about its endpoint's own limit, so a client still sending reads the refusal rather than
+/// a reset connection (a server that closes on unread bytes makes the kernel reset it).
+/// Past either bound, the connection is cut.
 const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a body was not taken.
@@ -95,8 +94,6 @@ impl Limit {
 #[derive(Debug)]
 pub struct Staged {
     path: PathBuf,
-    /// Its size.
-    pub bytes: u64,
 }
 
 impl Staged {
@@ -136,10 +133,8 @@ pub async fn stage(
     };
     confined::real_dir(dir).map_err(io_error)?;
     let file = confined::create_new(&path).map_err(io_error)?;
-    let mut staged = Staged {
-        path: path.clone(),
-        bytes: 0,
-    };
+    let staged = Staged { path: path.clone() };
+    let mut received = 0u64;
     let (chunks, mut arriving) = tokio::sync::mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut file = std::io::BufWriter::new(file);
@@ -150,8 +145,8 @@ pub async fn stage(
     });
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
-        staged.bytes += chunk.len() as u64;
-        if staged.bytes > limit.bytes as u64 {
+        received += chunk.len() as u64;
+        if received > limit.bytes as u64 {
             drop(chunks);
             drain(&mut stream, limit.bytes).await;
             return Err(limit.too_large());
