@@ -302,8 +302,10 @@ pub struct ImportedGraph {
     pub source_bytes: Option<Vec<u8>>,
 }
 
-/// Most classes a model may have (ImageNet-21k has 21,843).
-const MAX_CLASSES: usize = 1_000_000;
+/// Most classes a model may have. ImageNet-21k has 21,843; each class gets a label in the
+/// card, and a million of them made a 14 MB card whose parse alone took most of a second
+/// (found by fuzzing), so the bound leaves room for the largest real heads and no more.
+const MAX_CLASSES: usize = 100_000;
 
 /// Decode, inline external data from `dir`, normalise, find the features and write the
 /// card; `source` names the file in errors.

@@ -3,5 +3,6 @@
 
 pub mod entries;
 pub mod graph;
+pub mod http;
 #[cfg(feature = "trainer")]
 pub mod trainer_entries;

@@ -7,6 +7,8 @@
 
 #[path = "../../fuzz/src/entries.rs"]
 mod entries;
+#[path = "../../fuzz/src/http/mod.rs"]
+mod http;
 #[path = "../../fuzz/src/trainer_entries.rs"]
 mod trainer_entries;
 
@@ -19,6 +21,9 @@ fn fuzz_dir() -> PathBuf {
 fn target(name: &str) -> entries::Entry {
     if name == "embeddings" {
         return trainer_entries::embeddings;
+    }
+    if name == "http" {
+        return http::exchange;
     }
     if name == "onnx_graph" {
         return entries::onnx_model; // kept as the encoded .onnx it generated
@@ -232,7 +237,127 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         "three.safetensors".into(),
         std::fs::read(&path).expect("read"),
     ));
+    seeds.extend(http_seeds());
     seeds
+}
+
+/// Scripted exchanges with the HTTP API, in the layout of `fuzz/src/http/mod.rs`; each one is
+/// also run here through that target's checks (a real service, in-process).
+fn http_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    use http::BodyKind::{ConfirmListed, ConfirmPath, Filler, Model, Photo, Raw};
+    const RIGHT: u8 = 1;
+    const WRONG: u8 = 2;
+    const NOT_BEARER: u8 = 3;
+    const TRUE_LENGTH: u8 = 1 << 2;
+    const DOUBLE_LENGTH: u8 = 3 << 2;
+    const CHUNKED: u8 = 1 << 4;
+    const BREAKS_OFF: u8 = 1 << 5;
+    const SIGNED: u8 = 1 << 6;
+    const SIGNED_OTHER: u8 = 2 << 6;
+    const GARBAGE_SIGNATURE: u8 = 3 << 6;
+    let endpoint = |method: &str, path: &str| {
+        http::ENDPOINTS
+            .iter()
+            .position(|(m, p)| m.as_str() == method && *p == path)
+            .unwrap_or_else(|| panic!("{method} {path}: not an endpoint of the target"))
+            as u8
+    };
+    let request =
+        |method: &str, path: &str, flags: u8, kind: http::BodyKind, payload: &[u8]| http::Request {
+            endpoint: endpoint(method, path),
+            flags,
+            kind: kind as u8,
+            extra: 0,
+            payload: payload.to_vec(),
+        };
+    let exchanges = [
+        (
+            "classify",
+            vec![
+                request("POST", "/v1/classify", TRUE_LENGTH, Photo, &[]),
+                request("POST", "/v1/classify", CHUNKED, Photo, &[0, 4, 0, 0]),
+                request("POST", "/v1/classify", 0, Raw, b"not an image"),
+            ],
+        ),
+        (
+            "install-signed",
+            vec![
+                request(
+                    "POST",
+                    "/v1/model",
+                    RIGHT | TRUE_LENGTH | SIGNED,
+                    Model,
+                    &[],
+                ),
+                request("GET", "/v1/model", 0, Raw, &[]),
+                request("POST", "/v1/classify", TRUE_LENGTH, Photo, &[]),
+            ],
+        ),
+        (
+            "install-refused",
+            vec![
+                request("POST", "/v1/model", WRONG | SIGNED, Model, &[]),
+                request("POST", "/v1/model", NOT_BEARER | SIGNED, Model, &[]),
+                request("POST", "/v1/model", RIGHT | SIGNED_OTHER, Model, &[]),
+                request("POST", "/v1/model", RIGHT | GARBAGE_SIGNATURE, Model, &[]),
+                request(
+                    "POST",
+                    "/v1/model",
+                    RIGHT | CHUNKED | BREAKS_OFF | SIGNED,
+                    Model,
+                    &[],
+                ),
+                request(
+                    "POST",
+                    "/v1/model",
+                    RIGHT | DOUBLE_LENGTH | SIGNED,
+                    Filler,
+                    &[255; 160],
+                ),
+            ],
+        ),
+        (
+            "captures",
+            vec![
+                request("POST", "/v1/capture", RIGHT, Raw, &[]),
+                request("GET", "/v1/captures", RIGHT, Raw, &[]),
+                request(
+                    "POST",
+                    "/v1/captures/confirm",
+                    RIGHT,
+                    ConfirmListed,
+                    b"goldfish",
+                ),
+                request(
+                    "POST",
+                    "/v1/captures/confirm",
+                    RIGHT,
+                    ConfirmPath,
+                    b"../outside/x.jpg\0x",
+                ),
+                request("GET", "/v1/captures.zip", RIGHT, Raw, &[]),
+                request("POST", "/v1/references", RIGHT, Photo, &[]),
+            ],
+        ),
+        (
+            "reads",
+            vec![
+                request("GET", "/v1/status", 0, Raw, &[]),
+                request("GET", "/metrics", 0, Raw, &[]),
+                request("GET", "/v1/latest", 0, Raw, &[]),
+                request("GET", "/v1/events", 0, Raw, &[]),
+                request("GET", "/v1/preview.mjpeg", 0, Raw, &[]),
+                request("GET", "/v1/model/file", WRONG, Raw, &[]),
+            ],
+        ),
+    ];
+    exchanges
+        .into_iter()
+        .map(|(name, requests)| {
+            let bytes = requests.iter().flat_map(http::Request::encode).collect();
+            ("http", format!("{name}.bin"), bytes)
+        })
+        .collect()
 }
 
 #[test]

@@ -19,6 +19,12 @@ use crate::serve::collect::Collector;
 /// The most entries one listing returns.
 const LIST_LIMIT: usize = 500;
 
+/// A confirmation is a path and a label: a few hundred bytes.
+const CONFIRM_LIMIT: super::upload::Limit = super::upload::Limit {
+    bytes: 64 << 10,
+    key: "POST /v1/captures/confirm",
+};
+
 fn collector(api: &Api, headers: &HeaderMap) -> Result<Arc<Collector>, Box<Response>> {
     if let Some(response) = refuse(api, headers) {
         return Err(Box::new(response));
@@ -123,10 +129,19 @@ pub struct Confirm {
 }
 
 /// `POST /v1/captures/confirm` with `{"path": "...", "label": "..."}`.
-pub async fn confirm(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn confirm(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
     let collector = match collector(&api, &headers) {
         Ok(c) => c,
-        Err(response) => return *response,
+        Err(response) => {
+            super::upload::discard(body, CONFIRM_LIMIT).await;
+            return *response;
+        }
+    };
+    // Read here rather than by axum's extractor, whose refusals (a body that breaks off,
+    // one past its limit) are plain text: every error of the API is JSON (found by fuzzing).
+    let body = match super::upload::gather(&headers, body, CONFIRM_LIMIT).await {
+        Ok(body) => body,
+        Err(e) => return e.response(),
     };
     let request: Confirm = match serde_json::from_slice(&body) {
         Ok(r) => r,
