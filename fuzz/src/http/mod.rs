@@ -3,13 +3,16 @@
 //! as a few requests sent straight into the router, no socket. An answer that breaks what
 //! the API promises panics, which is the finding:
 //! - no 500, and an error answer of the API's own is JSON with an `error`;
-//! - without the right bearer token, every private endpoint answers 401;
+//! - without the right bearer token, every private endpoint answers 401 (and with it, never);
 //! - an unmutated photo classifies (200) and an unmutated, validly signed model installs
 //!   (200) when the token is right;
-//! - a model answered 200 is the one serving, and the swap is counted exactly once; any
-//!   other answer swaps nothing;
+//! - a model answered 200 is the one serving and the store's current file, and the swap is
+//!   counted exactly once; any other answer swaps nothing;
 //! - nothing is left in the store's staging folder, and nothing appears outside the
 //!   service's folders.
+//!
+//! Every input starts from the same serving model, so a mutated model one input got accepted
+//! does not change what the next one meets.
 //!
 //! The input format is a plain byte layout ([`Request::decode`]), so the tests write seeds
 //! with [`Request::encode`] and replay kept inputs through this same file. Per request:
@@ -306,7 +309,8 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Send the requests an input holds and check every answer (a broken promise panics).
+/// Send the requests an input holds and check every answer. A broken promise panics; the
+/// `Result` is the shape every target's entry has (`Ok` for any input that keeps them).
 pub fn exchange(data: &[u8]) -> Result<(), String> {
     // One exchange at a time (tests run in threads): the checks count swaps.
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
