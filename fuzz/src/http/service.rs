@@ -21,15 +21,8 @@ use super::{MAX_MODEL_BYTES, MAX_UPLOAD_BYTES, PHOTO, TOKEN};
 fn tiny_model() -> Vec<u8> {
     use scion_onnx::builder::{node, tensor_f32, value_info_f32};
     use scion_onnx::pb::{GraphProto, ModelProto};
-    let mut state = 0x5c10_u32;
-    let mut weights = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    };
+    let mut rng = scion_edge::rng::SplitMix64::new(0x5c10);
+    let mut weights = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-0.5, 0.5)).collect() };
     let graph = GraphProto {
         name: "tiny".into(),
         node: vec![
