@@ -203,16 +203,6 @@ fn the_page_shows_what_the_device_sees_and_acts_only_with_the_token() {
         "{verdict}: every_s and the button saved {captured}"
     );
 
-    // The collected images, listed with the token.
-    browser.eval("document.getElementById('captures-refresh').click(); return 0;");
-    browser.wait_for(
-        "the captures are listed",
-        Duration::from_secs(10),
-        "return [...document.querySelectorAll('#captures tbody tr')].some(tr => tr.textContent.includes('button'));",
-    );
-
-    // The same through the API: the zip holds every image with its sidecar; the model file
-    // is the one serving; both only with the token.
     let auth = format!("Bearer {TOKEN}");
     let get = |path: &str, token: Option<&str>| {
         let mut request = agent().get(format!("{}{path}", service.url));
@@ -229,6 +219,30 @@ fn the_page_shows_what_the_device_sees_and_acts_only_with_the_token() {
             .expect("body");
         (status, body)
     };
+
+    // The collected images, listed with the token (one click; a busy machine may take a
+    // while to answer, so up to 30 s).
+    browser.eval("document.getElementById('captures-refresh').click(); return 0;");
+    let listed = browser
+        .try_wait_for(
+            Duration::from_secs(30),
+            "return [...document.querySelectorAll('#captures tbody tr')].some(tr => tr.textContent.includes('button'));",
+        )
+        .is_some();
+    if !listed {
+        let (status, body) = get("/v1/captures", Some(&auth));
+        panic!(
+            "the button's capture is not listed within 30 s; /v1/captures answers {status}: {}\nthe page says:\n{}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(2000)
+                .collect::<String>(),
+            browser.page_text()
+        );
+    }
+
+    // The same through the API: the zip holds every image with its sidecar; the model file
+    // is the one serving; both only with the token.
     assert_eq!(get("/v1/captures.zip", None).0, 401);
     assert_eq!(get("/v1/model/file", Some("Bearer nope")).0, 401);
     let (status, zip) = get("/v1/captures.zip", Some(&auth));

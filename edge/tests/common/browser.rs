@@ -113,6 +113,16 @@ impl Browser {
 
     /// Wait until `script` returns something truthy; returns it.
     pub fn wait_for(&self, what: &str, timeout: Duration, script: &str) -> Value {
+        self.try_wait_for(timeout, script).unwrap_or_else(|| {
+            panic!(
+                "{what}: timed out after {timeout:?}; the page says:\n{}",
+                self.page_text()
+            )
+        })
+    }
+
+    /// Wait until `script` returns something truthy, for at most `timeout`.
+    pub fn try_wait_for(&self, timeout: Duration, script: &str) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let value = self.eval(script);
@@ -124,15 +134,25 @@ impl Browser {
                 _ => true,
             };
             if truthy {
-                return value;
+                return Some(value);
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: timed out; the page says:\n{}",
-                self.eval("return document.body.innerText;")
-            );
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// What a failure message shows of the page: its `#verdict` line first (where the page
+    /// reports a refused request), then the start of its text. Only the start: a select of
+    /// a thousand labels would bury everything else, and a test log keeps only its tail.
+    pub fn page_text(&self) -> String {
+        let text = self.eval(
+            "const v = document.getElementById('verdict'); \
+             return 'verdict: ' + (v ? v.textContent : '(none)') + '\\n' + \
+             document.body.innerText.slice(0, 3000);",
+        );
+        text.as_str().unwrap_or("(not text)").to_string()
     }
 
     /// Type into an element (for a file input: the file's path).

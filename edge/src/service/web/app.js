@@ -17,6 +17,7 @@ const state = {
   colors: new Map(),     // label -> colour
   events: null,          // EventSource
   lastSeq: null,
+  listing: 0,            // the newest captures listing asked for; older answers are dropped
 };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
@@ -46,6 +47,18 @@ function color(label) {
 }
 
 // --- requests --------------------------------------------------------------------------
+
+// A poll that does not start again while its last request is unanswered. A busy device, or a
+// slow link, would otherwise collect a queue of polls that fill the browser's six connections
+// per host (two are the event stream and the preview) and hold back what the user asked for.
+function oneAtATime(poll) {
+  let running = false;
+  return async () => {
+    if (running) return;
+    running = true;
+    try { await poll(); } finally { running = false; }
+  };
+}
 
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
@@ -335,8 +348,11 @@ async function upload(event) {
 }
 
 async function listCaptures() {
+  const asked = ++state.listing;
   let list;
   try { list = await api("/v1/captures", { auth: true }); } catch (e) { return verdict("captures: " + e.message, false); }
+  // Two listings in flight (after a capture, and a click): the one asked for last is shown.
+  if (asked !== state.listing) return;
   const table = $("captures");
   const body = table.querySelector("tbody");
   body.replaceChildren();
@@ -393,10 +409,11 @@ function init() {
   if (document.readyState === "complete") reloadPreview();
   else window.addEventListener("load", reloadPreview, { once: true });
   connectEvents();
-  pollStatus();
-  pollLatest();
-  setInterval(pollStatus, 2000);
-  setInterval(pollLatest, 250);
+  const status = oneAtATime(pollStatus), latest = oneAtATime(pollLatest);
+  status();
+  latest();
+  setInterval(status, 2000);
+  setInterval(latest, 250);
 }
 
 document.addEventListener("DOMContentLoaded", init);
